@@ -1,0 +1,9 @@
+"""giellm: unified Japanese information extraction with one fine-tuned LLM (GIELLM)."""
+
+from giellm.format import decode, encode
+from giellm.schema import Argument, Entity, Event, Example, Relation, Span
+from giellm.tasks import TASKS, LabelSchema, get_task
+
+__version__ = "0.1.0"
+__all__ = ["TASKS", "Argument", "Entity", "Event", "Example", "LabelSchema", "Relation", "Span",
+           "decode", "encode", "get_task"]

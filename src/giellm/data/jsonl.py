@@ -1,0 +1,110 @@
+"""The unified JSONL form of `Example`: validated reading and atomic writing."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import IO
+
+from pydantic import ValidationError
+
+from giellm.errors import DataError
+from giellm.schema import Example, example_from_dict, example_to_dict
+from giellm.tasks import TASKS
+
+
+def open_text(path: str | Path) -> IO[str]:
+    """Open a UTF-8 input file with a clear error when it is missing or unreadable."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError("no such file", path=path)
+    if path.is_dir():
+        raise DataError("is a directory, not a file", path=path)
+    try:
+        return path.open(encoding="utf-8")
+    except OSError as err:
+        raise DataError(f"cannot read ({err.strerror})", path=path) from err
+
+
+def validation_error(
+    err: ValidationError, *, path: str | Path, line: int | None = None, record: int | None = None
+) -> DataError:
+    """Turn pydantic's error into one line naming the file, line (or record) and field."""
+    first = err.errors()[0]
+    field = ".".join(str(part) for part in first["loc"]) or None
+    message = first["msg"].removeprefix("Value error, ")
+    return DataError(message, path=path, line=line, record=record, field=field)
+
+
+def parse_line(raw: str, *, path: str | Path, line: int) -> Example:
+    """One JSONL line -> Example; DataError names file, line and field on any problem."""
+    try:
+        data = json.loads(raw)
+    except json.JSONDecodeError as err:
+        raise DataError(f"not valid JSON ({err.msg}, column {err.colno})", path=path, line=line) from None
+    if not isinstance(data, dict):
+        raise DataError("expected a JSON object", path=path, line=line)
+    try:
+        example = example_from_dict(data)
+    except ValidationError as err:
+        raise validation_error(err, path=path, line=line) from None
+    if example.task.upper() not in TASKS:
+        raise DataError(
+            f"unknown task {example.task!r} (known: {', '.join(TASKS)})",
+            path=path,
+            line=line,
+            field="task",
+        )
+    return example
+
+
+def read_jsonl(path: str | Path) -> Iterator[Example]:
+    """Read unified records; blank lines are allowed, anything else must be a valid record."""
+    with open_text(path) as handle:
+        try:
+            for number, raw in enumerate(handle, start=1):
+                if raw.strip():
+                    yield parse_line(raw, path=path, line=number)
+        except UnicodeDecodeError as err:
+            raise DataError(f"not UTF-8 ({err.reason})", path=path) from None
+
+
+def dumps(example: Example) -> str:
+    return json.dumps(example_to_dict(example), ensure_ascii=False)
+
+
+@contextlib.contextmanager
+def atomic_writer(path: str | Path) -> Iterator[IO[str]]:
+    """Write to a temporary file beside `path` and rename it into place only on success.
+
+    A failure half-way (bad record, Ctrl-C) leaves no partial output behind.
+    """
+    path = Path(path)
+    directory = path.parent if str(path.parent) else Path(".")
+    if not directory.is_dir():
+        raise DataError("output directory does not exist", path=directory)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            yield handle
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def write_jsonl(path: str | Path, examples: Iterable[Example]) -> int:
+    """Write records atomically; returns how many were written."""
+    count = 0
+    with atomic_writer(path) as handle:
+        for example in examples:
+            handle.write(dumps(example) + "\n")
+            count += 1
+    return count

@@ -1,0 +1,134 @@
+"""The dataset formats giellm reads, with their tasks, label sets and usual files."""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from giellm.data import jacred, jrte, ku, livedoor, mre_csv, stockmark
+from giellm.data.jsonl import read_jsonl
+from giellm.errors import GiellmError
+from giellm.schema import Example
+from giellm.tasks import LabelSchema, get_task, project
+
+Reader = Callable[..., Iterator[Example]]
+
+
+@dataclass(frozen=True)
+class DatasetFormat:
+    """A readable source format; `folder` and `splits` locate it inside a shared data dir."""
+
+    name: str
+    description: str
+    tasks: tuple[str, ...]
+    reader: Reader
+    schemas: dict[str, LabelSchema]
+    folder: str | None = None
+    splits: dict[str, str] = field(default_factory=dict)
+    aliases: tuple[str, ...] = ()
+    takes_notes: bool = False
+
+    def schema(self, task: str) -> LabelSchema:
+        return self.schemas.get(get_task(task).name, LabelSchema())
+
+    def read(self, path: str | Path, task: str, notes: Counter[str] | None = None
+             ) -> Iterator[Example]:
+        kwargs: dict[str, Any] = {"notes": notes} if self.takes_notes else {}
+        return self.reader(Path(path), task, **kwargs)
+
+
+def _read_unified(path: Path, task: str) -> Iterator[Example]:
+    return (project(example, task) for example in read_jsonl(path))
+
+
+_NO_LABEL: frozenset[str] = frozenset()
+_IREX = LabelSchema.of(labels=_NO_LABEL, entity_types=ku.IREX_TYPES)
+_PAS = LabelSchema.of(labels=_NO_LABEL, roles=ku.CASES)
+_FKC = {"TC": LabelSchema.of(labels=ku.FKC_GENRES),
+        "NER": LabelSchema.of(labels=ku.FKC_GENRES, entity_types=ku.IREX_TYPES),
+        "PAS": LabelSchema.of(labels=ku.FKC_GENRES, roles=ku.CASES)}
+_JSONL_SPLITS = {"train": "train.jsonl", "dev": "dev.jsonl"}
+
+FORMATS: dict[str, DatasetFormat] = {
+    f.name: f
+    for f in [
+        DatasetFormat(
+            "stockmark", "Stockmark Wikipedia NER (JSON array)", stockmark.TASKS, stockmark.read,
+            {"NER": LabelSchema.of(labels=_NO_LABEL, entity_types=stockmark.ENTITY_TYPES)},
+            "stockmark_ner_wikipedia", {"train": "train.json", "dev": "dev.json"},
+            ("stockmark_ner_wikipedia",)),
+        DatasetFormat(
+            "kwdlc", "KWDLC web leads: IREX NER + predicate-argument (JSONL docs)", ("NER", "PAS"),
+            ku.reader("kwdlc", ("NER", "PAS")), {"NER": _IREX, "PAS": _PAS}, "kwdlc",
+            _JSONL_SPLITS, takes_notes=True),
+        DatasetFormat(
+            "wac", "KU Wikipedia Annotated Corpus: IREX NER + predicate-argument", ("NER", "PAS"),
+            ku.reader("wac", ("NER", "PAS")), {"NER": _IREX, "PAS": _PAS},
+            "wikipedia_annotated_corpus", _JSONL_SPLITS, ("wikipedia_annotated_corpus",),
+            takes_notes=True),
+        DatasetFormat(
+            "fkc", "Annotated FKC complaints: genre + IREX NER + predicate-argument",
+            ("TC", "NER", "PAS"), ku.reader("fkc", ("TC", "NER", "PAS")), _FKC,
+            "fkc_complaints", _JSONL_SPLITS, ("fkc_complaints",), takes_notes=True),
+        DatasetFormat(
+            "jacred", "JacRED document-level RE (mentions for NER, relations for RE)",
+            jacred.TASKS, jacred.read,
+            {"NER": LabelSchema.of(labels=_NO_LABEL, entity_types=jacred.ENTITY_TYPES),
+             "RE": LabelSchema.of(labels=_NO_LABEL, relation_types=jacred.RELATIONS.values())},
+            "jacred", {"train": "train.json", "dev": "dev.json"}, takes_notes=True),
+        DatasetFormat(
+            "livedoor", "livedoor news, 9 categories (JSONL articles)", livedoor.TASKS,
+            livedoor.read, {"TC": LabelSchema.of(labels=livedoor.CATEGORIES)}, "livedoor_news",
+            _JSONL_SPLITS, ("livedoor_news",)),
+        DatasetFormat(
+            "jrte", "JRTE sentiment polarity (TSV)", jrte.TASKS, jrte.read,
+            {"SA": LabelSchema.of(labels=jrte.POLARITY.values())}, "jrte_pn",
+            {"train": "train.tsv", "dev": "dev.tsv"}, ("jrte_pn",)),
+        DatasetFormat(
+            "jsonl", "giellm's unified JSONL (records are projected onto --task)",
+            tuple(t for t in ("TC", "SA", "NER", "RE", "EE", "PAS")), _read_unified, {}),
+        DatasetFormat(
+            "mre-csv", "the GIELLM paper's MRE-mix CSV (input/output strings)", mre_csv.TASKS,
+            mre_csv.read, {}),
+    ]
+}
+
+
+def get_format(name: str) -> DatasetFormat:
+    """Look a format up by name or alias, with a clear error for an unknown one."""
+    key = name.lower().replace("_", "-")
+    for fmt in FORMATS.values():
+        if key == fmt.name or key in {a.replace("_", "-") for a in fmt.aliases}:
+            return fmt
+    raise GiellmError(f"unknown format {name!r}; known formats: {', '.join(FORMATS)}")
+
+
+def shared_data_dir() -> Path | None:
+    """Where the shared datasets are: $GIELLM_DATA, else ../shared/data beside the checkout."""
+    candidates = [os.environ.get("GIELLM_DATA")]
+    here = Path(__file__).resolve()
+    candidates += [str(p / "shared" / "data") for p in here.parents]
+    candidates.append(str(Path.cwd().parent / "shared" / "data"))
+    for candidate in candidates:
+        if candidate and Path(candidate).is_dir():
+            return Path(candidate)
+    return None
+
+
+def dataset_path(fmt: DatasetFormat, split: str, data_dir: Path) -> Path:
+    if fmt.folder is None or split not in fmt.splits:
+        raise GiellmError(f"format {fmt.name!r} has no {split!r} split in the shared data")
+    return data_dir / fmt.folder / fmt.splits[split]
+
+
+def load(name: str, split: str, task: str, data_dir: Path | None = None) -> list[Example]:
+    """All records of one shared dataset split for one task."""
+    fmt = get_format(name)
+    data_dir = data_dir or shared_data_dir()
+    if data_dir is None:
+        raise GiellmError("no shared data directory found; set GIELLM_DATA")
+    return list(fmt.read(dataset_path(fmt, split, data_dir), task))

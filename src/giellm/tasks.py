@@ -1,0 +1,100 @@
+"""The task registry: each task's Instruction Word and the word-level field it fills.
+
+Every task may carry a text-level label (when its dataset has one): that is the Mutual
+Reinforcement Effect setting, where e.g. a complaint's genre and its entities are learned
+together. The label sets are per dataset (`LabelSchema`), so the same task can serve several.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Literal
+
+from giellm.errors import GiellmError
+from giellm.schema import Example
+
+Family = Literal["none", "entities", "relations", "events"]
+
+
+@dataclass(frozen=True)
+class Task:
+    """A task: its name, the Instruction Word appended to the input, and what it extracts."""
+
+    name: str
+    instruction: str
+    family: Family
+    description: str
+    typed_events: bool = False  # EE events carry a type; PAS predicates do not
+
+
+TASKS: dict[str, Task] = {
+    t.name: t
+    for t in [
+        Task("TC", "テキスト分類", "none", "text classification (text-level label only)"),
+        Task("SA", "感情分析", "none", "sentiment analysis (text-level polarity only)"),
+        Task("NER", "固有表現抽出", "entities", "named entity recognition: type:span items"),
+        Task("RE", "関係抽出", "relations", "relation extraction: head,relation,tail items"),
+        Task("EE", "イベント抽出", "events", "event extraction: type:trigger(role:arg,…)", True),
+        Task("PAS", "述語項構造解析", "events", "predicate-argument structure: pred(case:arg,…)"),
+    ]
+}
+
+
+def get_task(name: str) -> Task:
+    """Look a task up by name (case-insensitive), with a clear error for an unknown one."""
+    task = TASKS.get(name.upper())
+    if task is None:
+        raise GiellmError(f"unknown task {name!r}; known tasks: {', '.join(TASKS)}")
+    return task
+
+
+def _frozen(values: Iterable[str] | None) -> frozenset[str] | None:
+    return None if values is None else frozenset(values)
+
+
+@dataclass(frozen=True)
+class LabelSchema:
+    """The closed label sets of one dataset and task; None means "any value is accepted".
+
+    `labels` is the text-level label set; an empty set means the dataset has no text-level label.
+    """
+
+    labels: frozenset[str] | None = None
+    entity_types: frozenset[str] | None = None
+    relation_types: frozenset[str] | None = None
+    event_types: frozenset[str] | None = None
+    roles: frozenset[str] | None = None
+
+    @classmethod
+    def of(
+        cls,
+        *,
+        labels: Iterable[str] | None = None,
+        entity_types: Iterable[str] | None = None,
+        relation_types: Iterable[str] | None = None,
+        event_types: Iterable[str] | None = None,
+        roles: Iterable[str] | None = None,
+    ) -> LabelSchema:
+        return cls(
+            _frozen(labels),
+            _frozen(entity_types),
+            _frozen(relation_types),
+            _frozen(event_types),
+            _frozen(roles),
+        )
+
+    def as_dict(self) -> dict[str, list[str] | None]:
+        """Sorted lists for display and JSON (None stays None)."""
+        return {
+            name: None if value is None else sorted(value)
+            for name, value in vars(self).items()
+        }
+
+
+def project(example: Example, task: str) -> Example:
+    """The record as `task` sees it: same text and label, only the task's word-level field."""
+    spec = get_task(task)
+    keep = {spec.family} if spec.family != "none" else set()
+    cleared = {f: () for f in ("entities", "relations", "events") if f not in keep}
+    return example.model_copy(update={"task": spec.name, **cleared})
