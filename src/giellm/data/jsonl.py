@@ -108,3 +108,20 @@ def write_jsonl(path: str | Path, examples: Iterable[Example]) -> int:
             handle.write(dumps(example) + "\n")
             count += 1
     return count
+
+
+def read_unique(path: str | Path) -> list[Example]:
+    """Read a whole unified file whose ids must be unique (for pairing gold and predictions)."""
+    seen: dict[str, int] = {}
+    out = []
+    with open_text(path) as handle:
+        for number, raw in enumerate(handle, start=1):
+            if not raw.strip():
+                continue
+            example = parse_line(raw, path=path, line=number)
+            if example.id in seen:
+                raise DataError(f"duplicate id {example.id!r} (first on line {seen[example.id]})",
+                                path=path, line=number, field="id")
+            seen[example.id] = number
+            out.append(example)
+    return out
