@@ -26,8 +26,13 @@ def span(text: str, value: str, nth: int = 0) -> Span:
 
 def test_ner_layout_and_prompt() -> None:
     text = "山田太郎は日立製作所に入社した。"
-    ex = Example(id="1", task="NER", text=text, label="社会",
-                 entities=[ent(text, "日立製作所", "法人名"), ent(text, "山田太郎", "人名")])
+    ex = Example(
+        id="1",
+        task="NER",
+        text=text,
+        label="社会",
+        entities=[ent(text, "日立製作所", "法人名"), ent(text, "山田太郎", "人名")],
+    )
     encoded = encode(ex)
     assert encoded.prompt == f"{text}\n固有表現抽出:\n"
     assert encoded.target == "<社会>人名:山田太郎;法人名:日立製作所"
@@ -44,31 +49,60 @@ def test_label_only_and_empty_label() -> None:
 
 def test_relation_and_event_layouts() -> None:
     text = "ソニー銀行はソニーの子会社。"
-    rel = Example(id="r", task="RE", text=text, relations=[
-        Relation(head=span(text, "ソニー銀行"), type="OwnedBy", tail=span(text, "ソニー", 1))])
+    rel = Example(
+        id="r",
+        task="RE",
+        text=text,
+        relations=[
+            Relation(head=span(text, "ソニー銀行"), type="OwnedBy", tail=span(text, "ソニー", 1))
+        ],
+    )
     # the tail "ソニー" first occurs inside "ソニー銀行", so it needs the marker #2
     assert encode_target(rel) == "<>ソニー銀行,OwnedBy,ソニー#2"
     assert decode(encode_target(rel), rel).example == rel
 
     text = "A社がB社を買収した。"
-    ee = Example(id="e", task="EE", text=text, events=[Event(
-        trigger=span(text, "買収"), type="買収",
-        arguments=[Argument(role="買収者", **span(text, "A社").model_dump()),
-                   Argument(role="対象", **span(text, "B社").model_dump())])])
+    ee = Example(
+        id="e",
+        task="EE",
+        text=text,
+        events=[
+            Event(
+                trigger=span(text, "買収"),
+                type="買収",
+                arguments=[
+                    Argument(role="買収者", **span(text, "A社").model_dump()),
+                    Argument(role="対象", **span(text, "B社").model_dump()),
+                ],
+            )
+        ],
+    )
     assert encode_target(ee) == "<>買収:買収(買収者:A社,対象:B社)"
     assert decode(encode_target(ee), ee).example == ee
 
-    pas = Example(id="p", task="PAS", text=text, events=[Event(
-        trigger=span(text, "買収した。"),
-        arguments=[Argument(role="ガ", **span(text, "A社").model_dump())])])
+    pas = Example(
+        id="p",
+        task="PAS",
+        text=text,
+        events=[
+            Event(
+                trigger=span(text, "買収した。"),
+                arguments=[Argument(role="ガ", **span(text, "A社").model_dump())],
+            )
+        ],
+    )
     assert encode_target(pas) == "<>買収した。(ガ:A社)"
     assert decode(encode_target(pas), pas).example == pas
 
 
 def test_repeated_strings_take_the_next_unused_occurrence() -> None:
     text = "東京から東京へ、そして大阪。"
-    both = Example(id="1", task="NER", text=text,
-                   entities=[ent(text, "東京", "地名"), ent(text, "東京", "地名", 1)])
+    both = Example(
+        id="1",
+        task="NER",
+        text=text,
+        entities=[ent(text, "東京", "地名"), ent(text, "東京", "地名", 1)],
+    )
     assert encode_target(both) == "<>地名:東京;地名:東京"  # no marker needed
     second_only = Example(id="2", task="NER", text=text, entities=[ent(text, "東京", "地名", 1)])
     assert encode_target(second_only) == "<>地名:東京#2"
@@ -78,8 +112,16 @@ def test_repeated_strings_take_the_next_unused_occurrence() -> None:
 
 def test_separators_inside_spans_are_escaped() -> None:
     text = "C#言語(第2版);Re:ゼロ, 1,000円"
-    ex = Example(id="1", task="NER", text=text, entities=[
-        ent(text, "C#言語(第2版)", "製品名"), ent(text, "Re:ゼロ", "製品名"), ent(text, "1,000円", "金額")])
+    ex = Example(
+        id="1",
+        task="NER",
+        text=text,
+        entities=[
+            ent(text, "C#言語(第2版)", "製品名"),
+            ent(text, "Re:ゼロ", "製品名"),
+            ent(text, "1,000円", "金額"),
+        ],
+    )
     target = encode_target(ex)
     assert target == r"<>製品名:C\#言語\(第2版\);製品名:Re:ゼロ;金額:1\,000円"
     assert decode(target, ex).example == ex
@@ -90,11 +132,16 @@ def test_decoder_is_forgiving_and_reports_what_it_dropped() -> None:
     text = "山田太郎は日立製作所に入社した。"
     source = Example(id="1", task="NER", text=text)
     schema = LabelSchema.of(labels=["社会", "経済"], entity_types=["人名", "法人名"])
-    decoded = decode("<スポーツ>人名:山田太郎;法人名:トヨタ;地名:日立;人名; 法人名: 日立製作所 ;;",
-                     source, schema)
+    decoded = decode(
+        "<スポーツ>人名:山田太郎;法人名:トヨタ;地名:日立;人名; 法人名: 日立製作所 ;;",
+        source,
+        schema,
+    )
     assert decoded.example.label is None
     assert [(e.type, e.text, e.start) for e in decoded.example.entities] == [
-        ("人名", "山田太郎", 0), ("法人名", "日立製作所", 5)]
+        ("人名", "山田太郎", 0),
+        ("法人名", "日立製作所", 5),
+    ]
     reasons = [d.split(":")[0] for d in decoded.dropped]
     assert reasons == ["unknown label", "span not in text", "unknown entity type", "no type"]
 
@@ -118,8 +165,11 @@ JAPANESE = st.text(
 
 
 @settings(max_examples=400, deadline=None)
-@given(text=JAPANESE.filter(lambda t: t.strip()), generated=st.text(max_size=80),
-       task=st.sampled_from(["TC", "SA", "NER", "RE", "EE", "PAS"]))
+@given(
+    text=JAPANESE.filter(lambda t: t.strip()),
+    generated=st.text(max_size=80),
+    task=st.sampled_from(["TC", "SA", "NER", "RE", "EE", "PAS"]),
+)
 def test_decode_never_raises_and_offsets_match(text: str, generated: str, task: str) -> None:
     source = Example(id="x", task=task, text=text)
     for candidate in (generated, text + generated, "<a>" + ";".join(text.split("、"))):
@@ -149,13 +199,19 @@ def records(draw: st.DrawFn) -> Example:
     if task == "NER":
         fields["entities"] = [Entity(type=typed("T"), **any_span().model_dump()) for _ in range(n)]
     elif task == "RE":
-        fields["relations"] = [Relation(head=any_span(), type=typed("R"), tail=any_span())
-                               for _ in range(n)]
+        fields["relations"] = [
+            Relation(head=any_span(), type=typed("R"), tail=any_span()) for _ in range(n)
+        ]
     else:
         fields["events"] = [
-            Event(trigger=any_span(), type=typed("E") if task == "EE" else None,
-                  arguments=[Argument(role=typed("R"), **any_span().model_dump())
-                             for _ in range(draw(st.integers(0, 3)))])
+            Event(
+                trigger=any_span(),
+                type=typed("E") if task == "EE" else None,
+                arguments=[
+                    Argument(role=typed("R"), **any_span().model_dump())
+                    for _ in range(draw(st.integers(0, 3)))
+                ],
+            )
             for _ in range(n)
         ]
     return Example(id="h", task=task, text=text, label=label, **fields)  # type: ignore[arg-type]

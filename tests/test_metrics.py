@@ -9,11 +9,10 @@ import pytest
 from seqeval.metrics import classification_report
 from seqeval.scheme import IOB2
 
+from conftest import shared_path
 from giellm.data.registry import get_format
 from giellm.metrics import Counts, pair_by_id, score
 from giellm.schema import Entity, Example
-
-from conftest import shared_path
 
 
 def perturb(records: list[Example], seed: int = 7) -> list[Example]:
@@ -27,16 +26,22 @@ def perturb(records: list[Example], seed: int = 7) -> list[Example]:
             if roll < 0.15:
                 continue
             if roll < 0.25:
-                entities.append(e.model_copy(update={"type": "地名" if e.type != "地名" else "人名"}))
+                entities.append(
+                    e.model_copy(update={"type": "地名" if e.type != "地名" else "人名"})
+                )
             elif roll < 0.35 and e.end < len(ex.text):
-                entities.append(Entity(type=e.type, text=ex.text[e.start : e.end + 1],
-                                       start=e.start, end=e.end + 1))
+                entities.append(
+                    Entity(
+                        type=e.type, text=ex.text[e.start : e.end + 1], start=e.start, end=e.end + 1
+                    )
+                )
             else:
                 entities.append(e)
         if rng.random() < 0.2 and len(ex.text) > 2:
             start = rng.randrange(len(ex.text) - 1)
-            entities.append(Entity(type="人名", text=ex.text[start : start + 2], start=start,
-                                   end=start + 2))
+            entities.append(
+                Entity(type="人名", text=ex.text[start : start + 2], start=start, end=start + 2)
+            )
         out.append(ex.model_copy(update={"entities": tuple(entities)}))
     return out
 
@@ -62,14 +67,32 @@ def without_overlaps(ex: Example) -> Example:
 
 def test_hand_checked_scores() -> None:
     text = "山田は東京の日立に勤める。"
-    gold = [Example(id="1", task="NER", text=text, label="a", entities=[
-        Entity(text="山田", type="人名", start=0, end=2),
-        Entity(text="東京", type="地名", start=3, end=5)]),
-        Example(id="2", task="NER", text=text, label="b")]
-    pred = [Example(id="1", task="NER", text=text, label="a", entities=[
-        Entity(text="山田", type="人名", start=0, end=2),
-        Entity(text="日立", type="法人名", start=6, end=8)]),
-        Example(id="2", task="NER", text=text, label="c")]
+    gold = [
+        Example(
+            id="1",
+            task="NER",
+            text=text,
+            label="a",
+            entities=[
+                Entity(text="山田", type="人名", start=0, end=2),
+                Entity(text="東京", type="地名", start=3, end=5),
+            ],
+        ),
+        Example(id="2", task="NER", text=text, label="b"),
+    ]
+    pred = [
+        Example(
+            id="1",
+            task="NER",
+            text=text,
+            label="a",
+            entities=[
+                Entity(text="山田", type="人名", start=0, end=2),
+                Entity(text="日立", type="法人名", start=6, end=8),
+            ],
+        ),
+        Example(id="2", task="NER", text=text, label="c"),
+    ]
     report = score(gold, pred)
     assert report.text_accuracy == 0.5
     assert report.word_accuracy == 0.5  # record 2 has no items on both sides
@@ -89,8 +112,9 @@ def test_pairing_by_id_counts_missing_as_wrong() -> None:
     assert score(golds, preds).text_accuracy == pytest.approx(1 / 3)
 
 
-@pytest.mark.parametrize(("name", "task"), [("stockmark", "NER"), ("fkc", "PAS"),
-                                            ("jacred", "RE"), ("fkc", "NER")])
+@pytest.mark.parametrize(
+    ("name", "task"), [("stockmark", "NER"), ("fkc", "PAS"), ("jacred", "RE"), ("fkc", "NER")]
+)
 def test_gold_against_gold_is_perfect(data_dir: Path, name: str, task: str) -> None:
     gold = list(get_format(name).read(shared_path(data_dir, name, "dev"), task))
     report = score(gold, gold).as_dict()
@@ -101,13 +125,19 @@ def test_gold_against_gold_is_perfect(data_dir: Path, name: str, task: str) -> N
 
 @pytest.mark.parametrize("name", ["stockmark", "kwdlc"])
 def test_span_scores_match_seqeval(data_dir: Path, name: str) -> None:
-    gold = [without_overlaps(ex) for ex in
-            get_format(name).read(shared_path(data_dir, name, "dev"), "NER")]
+    gold = [
+        without_overlaps(ex)
+        for ex in get_format(name).read(shared_path(data_dir, name, "dev"), "NER")
+    ]
     pred = [without_overlaps(ex) for ex in perturb(gold)]
     ours = score(gold, pred)
     reference = classification_report(
-        [bio(ex) for ex in gold], [bio(ex) for ex in pred], mode="strict", scheme=IOB2,
-        output_dict=True, zero_division=0,
+        [bio(ex) for ex in gold],
+        [bio(ex) for ex in pred],
+        mode="strict",
+        scheme=IOB2,
+        output_dict=True,
+        zero_division=0,
     )
     micro = reference["micro avg"]
     assert ours.micro.precision == pytest.approx(micro["precision"])

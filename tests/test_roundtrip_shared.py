@@ -5,10 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import shared_cases
 
-from giellm.data.jsonl import parse_line
-from giellm.data.jsonl import dumps
+from conftest import shared_cases
+from giellm.data.jsonl import dumps, parse_line
 from giellm.data.registry import DatasetFormat, dataset_path
 from giellm.format import decode, encode
 

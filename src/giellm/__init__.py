@@ -5,5 +5,16 @@ from giellm.schema import Argument, Entity, Event, Example, Relation, Span
 from giellm.tasks import TASKS, LabelSchema, get_task
 
 __version__ = "0.1.0"
-__all__ = ["TASKS", "Argument", "Entity", "Event", "Example", "LabelSchema", "Relation", "Span",
-           "decode", "encode", "get_task"]
+__all__ = [
+    "TASKS",
+    "Argument",
+    "Entity",
+    "Event",
+    "Example",
+    "LabelSchema",
+    "Relation",
+    "Span",
+    "decode",
+    "encode",
+    "get_task",
+]

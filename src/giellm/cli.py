@@ -27,15 +27,24 @@ out_console = Console()
 
 
 def _progress() -> Progress:
-    return Progress(SpinnerColumn(), TextColumn("{task.description}"), MofNCompleteColumn(),
-                    TextColumn("{task.speed} rec/s"), TimeElapsedColumn(),
-                    console=err_console, transient=True, disable=not err_console.is_terminal)
+    return Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        MofNCompleteColumn(),
+        TextColumn("{task.speed} rec/s"),
+        TimeElapsedColumn(),
+        console=err_console,
+        transient=True,
+        disable=not err_console.is_terminal,
+    )
 
 
 @app.command()
 def convert(
     input: Annotated[Path, typer.Argument(help="dataset file to read")],
-    from_format: Annotated[str, typer.Option("--from", help="source format (see `giellm datasets`)")],
+    from_format: Annotated[
+        str, typer.Option("--from", help="source format (see `giellm datasets`)")
+    ],
     task: Annotated[str, typer.Option("--task", help="task to convert for: TC SA NER RE EE PAS")],
     output: Annotated[Path, typer.Option("--output", "-o", help="unified JSONL file to write")],
 ) -> None:
@@ -83,30 +92,45 @@ def evaluate(
     summary = Table(title=f"{report.records} records")
     for column in ("text acc", "word acc", "overall acc", "precision", "recall", "F1"):
         summary.add_column(column, justify="right")
-    summary.add_row(*map(_fmt, [report.text_accuracy, report.word_accuracy,
-                                report.overall_accuracy, report.micro.precision,
-                                report.micro.recall, report.micro.f1]))
+    summary.add_row(
+        *map(
+            _fmt,
+            [
+                report.text_accuracy,
+                report.word_accuracy,
+                report.overall_accuracy,
+                report.micro.precision,
+                report.micro.recall,
+                report.micro.f1,
+            ],
+        )
+    )
     out_console.print(summary)
     if report.per_type:
         detail = Table(title="per type (strict spans)")
         for column in ("type", "precision", "recall", "F1", "gold", "pred"):
             detail.add_column(column, justify="left" if column == "type" else "right")
         for key, c in report.per_type.items():
-            detail.add_row(key, _fmt(c.precision), _fmt(c.recall), _fmt(c.f1), str(c.gold),
-                           str(c.pred))
+            detail.add_row(
+                key, _fmt(c.precision), _fmt(c.recall), _fmt(c.f1), str(c.gold), str(c.pred)
+            )
         out_console.print(detail)
     if missing:
-        err_console.print(f"warning: {len(missing)} gold ids have no prediction "
-                          f"(scored as empty), e.g. {missing[0]}")
+        err_console.print(
+            f"warning: {len(missing)} gold ids have no prediction "
+            f"(scored as empty), e.g. {missing[0]}"
+        )
     if unmatched:
-        err_console.print(f"warning: {len(unmatched)} predictions match no gold id "
-                          f"(ignored), e.g. {unmatched[0]}")
+        err_console.print(
+            f"warning: {len(unmatched)} predictions match no gold id (ignored), e.g. {unmatched[0]}"
+        )
 
 
 @app.command()
 def datasets(
     data_dir: Annotated[
-        Path | None, typer.Option(help="shared data folder (default: $GIELLM_DATA or ../shared/data)")
+        Path | None,
+        typer.Option(help="shared data folder (default: $GIELLM_DATA or ../shared/data)"),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print as JSON")] = False,
 ) -> None:
@@ -123,9 +147,15 @@ def datasets(
             path = None if root is None else dataset_path(fmt, split, root)
             if path is not None and path.exists():
                 counts[split] = sum(1 for _ in fmt.read(path, fmt.tasks[0]))
-        rows.append({"format": fmt.name, "description": fmt.description, "tasks": fmt.tasks,
-                     "labels": {t: fmt.schema(t).as_dict() for t in fmt.tasks if t in fmt.schemas},
-                     "counts": counts})
+        rows.append(
+            {
+                "format": fmt.name,
+                "description": fmt.description,
+                "tasks": fmt.tasks,
+                "labels": {t: fmt.schema(t).as_dict() for t in fmt.tasks if t in fmt.schemas},
+                "counts": counts,
+            }
+        )
     if as_json:
         out_console.print_json(json.dumps(rows, ensure_ascii=False))
         return
@@ -139,9 +169,13 @@ def datasets(
                 if values:
                     shown = ", ".join(values[:9]) + (" …" if len(values) > 9 else "")
                     sets.append(f"{task} {name} ({len(values)}): {shown}")
-        table.add_row(f"{row['format']}\n[dim]{row['description']}[/dim]", " ".join(row["tasks"]),
-                      "\n".join(sets) or "any", str(row["counts"].get("train", "–")),
-                      str(row["counts"].get("dev", "–")))
+        table.add_row(
+            f"{row['format']}\n[dim]{row['description']}[/dim]",
+            " ".join(row["tasks"]),
+            "\n".join(sets) or "any",
+            str(row["counts"].get("train", "–")),
+            str(row["counts"].get("dev", "–")),
+        )
     out_console.print(table)
 
 

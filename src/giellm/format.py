@@ -227,7 +227,7 @@ class _Decoder:
         self.dropped.append(f"{why}: {item!r}")
 
     def label(self, generated: str) -> tuple[str | None, str]:
-        body = generated.strip()
+        body = generated.lstrip()  # not rstrip: the last span may end in a space
         if not body.startswith("<"):
             return None, body
         close = body.find(">")

@@ -71,8 +71,14 @@ class Counts:
         return 2 * p * r / (p + r) if p + r else 0.0
 
     def as_dict(self) -> dict[str, Any]:
-        return {"precision": self.precision, "recall": self.recall, "f1": self.f1,
-                "tp": self.tp, "pred": self.pred, "gold": self.gold}
+        return {
+            "precision": self.precision,
+            "recall": self.recall,
+            "f1": self.f1,
+            "tp": self.tp,
+            "pred": self.pred,
+            "gold": self.gold,
+        }
 
 
 def span_counts(gold: Counter[Item], pred: Counter[Item]) -> dict[str, Counts]:

@@ -109,9 +109,7 @@ class Example(_Record):
     @field_validator("relations", mode="after")
     @classmethod
     def _sort_relations(cls, value: tuple[Relation, ...]) -> tuple[Relation, ...]:
-        return tuple(
-            sorted(value, key=lambda r: (*_span_key(r.head), *_span_key(r.tail), r.type))
-        )
+        return tuple(sorted(value, key=lambda r: (*_span_key(r.head), *_span_key(r.tail), r.type)))
 
     @field_validator("events", mode="after")
     @classmethod

@@ -87,8 +87,7 @@ class LabelSchema:
     def as_dict(self) -> dict[str, list[str] | None]:
         """Sorted lists for display and JSON (None stays None)."""
         return {
-            name: None if value is None else sorted(value)
-            for name, value in vars(self).items()
+            name: None if value is None else sorted(value) for name, value in vars(self).items()
         }
 
 

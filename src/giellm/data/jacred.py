@@ -23,33 +23,63 @@ TASKS = ("NER", "RE")
 ENTITY_TYPES = ("LOC", "ART", "DAT", "PER", "ORG", "%", "TIM", "MON")
 # Wikidata property -> relation name, as in JacRED's meta/rel_info.json.
 RELATIONS = {
-    "P1376": "CapitalOf", "P131": "AdministrativeLocation", "P276": "Location",
-    "P937": "WorkLocation", "P27": "CountryOfCitizenship", "P569": "DateOfBirth",
-    "P570": "DateOfDeath", "P19": "PlaceOfBirth", "P20": "PlaceOfDeath", "P155": "Follows",
-    "P40": "Child", "P3373": "Sibling", "P26": "Spouse", "P1344": "ParticipantOf",
-    "P463": "MemberOf", "P361": "PartOf", "P6": "HeadOfGovernment", "P710": "Participant",
-    "P527": "HasPart", "P1830": "OwnerOf", "P108": "Employer", "P137": "Operator",
-    "P69": "EducatedAt", "P166": "AwardReceived", "P127": "OwnedBy", "P112": "FoundedBy",
-    "P36": "Capital", "P1441": "PresentInWork", "P170": "Creator", "P123": "Publisher",
-    "P400": "Platform", "P674": "Characters", "P156": "FollowedBy", "P175": "Performer",
+    "P1376": "CapitalOf",
+    "P131": "AdministrativeLocation",
+    "P276": "Location",
+    "P937": "WorkLocation",
+    "P27": "CountryOfCitizenship",
+    "P569": "DateOfBirth",
+    "P570": "DateOfDeath",
+    "P19": "PlaceOfBirth",
+    "P20": "PlaceOfDeath",
+    "P155": "Follows",
+    "P40": "Child",
+    "P3373": "Sibling",
+    "P26": "Spouse",
+    "P1344": "ParticipantOf",
+    "P463": "MemberOf",
+    "P361": "PartOf",
+    "P6": "HeadOfGovernment",
+    "P710": "Participant",
+    "P527": "HasPart",
+    "P1830": "OwnerOf",
+    "P108": "Employer",
+    "P137": "Operator",
+    "P69": "EducatedAt",
+    "P166": "AwardReceived",
+    "P127": "OwnedBy",
+    "P112": "FoundedBy",
+    "P36": "Capital",
+    "P1441": "PresentInWork",
+    "P170": "Creator",
+    "P123": "Publisher",
+    "P400": "Platform",
+    "P674": "Characters",
+    "P156": "FollowedBy",
+    "P175": "Performer",
     "P121": "ItemOperated",
 }
 
 
-def _mention(text: str, starts: list[list[int]], m: dict[str, Any],
-             notes: Counter[str]) -> dict[str, Any]:
+def _mention(
+    text: str, starts: list[list[int]], m: dict[str, Any], notes: Counter[str]
+) -> dict[str, Any]:
     sid, (first, last) = m["sent_id"], m["pos"]
     bounds = starts[sid]
     start, end = bounds[first], bounds[last]
-    if text[start:end] != m["name"] and last + 1 < len(bounds) and \
-            text[start:bounds[last + 1]] == m["name"]:
+    if (
+        text[start:end] != m["name"]
+        and last + 1 < len(bounds)
+        and text[start : bounds[last + 1]] == m["name"]
+    ):
         end = bounds[last + 1]
         notes["end-inclusive token span corrected"] += 1
     return {"text": text[start:end], "start": start, "end": end, "type": m["type"]}
 
 
-def _document(doc: dict[str, Any], task: str, record_id: str,
-              notes: Counter[str]) -> dict[str, Any]:
+def _document(
+    doc: dict[str, Any], task: str, record_id: str, notes: Counter[str]
+) -> dict[str, Any]:
     starts, position = [], 0
     for sent in doc["sents"]:
         bounds = []
@@ -65,9 +95,11 @@ def _document(doc: dict[str, Any], task: str, record_id: str,
     else:
         first = [min(vertex, key=lambda m: (m["start"], m["end"])) for vertex in entities]
         fields["relations"] = [
-            {"head": {k: first[rel["h"]][k] for k in ("text", "start", "end")},
-             "type": RELATIONS.get(rel["r"], rel["r"]),
-             "tail": {k: first[rel["t"]][k] for k in ("text", "start", "end")}}
+            {
+                "head": {k: first[rel["h"]][k] for k in ("text", "start", "end")},
+                "type": RELATIONS.get(rel["r"], rel["r"]),
+                "tail": {k: first[rel["t"]][k] for k in ("text", "start", "end")},
+            }
             for rel in doc["labels"]
         ]
     return fields
@@ -80,6 +112,7 @@ def read(path: Path, task: str, notes: Counter[str] | None = None) -> Iterator[E
         try:
             fields = _document(doc, task, f"jacred-{path.stem}-{index:04d}", notes)
         except (KeyError, IndexError, TypeError, ValueError) as err:
-            raise DataError(f"malformed document (missing or bad {err})", path=path,
-                            record=index) from None
+            raise DataError(
+                f"malformed document (missing or bad {err})", path=path, record=index
+            ) from None
         yield build(fields, path=path, record=index)

@@ -24,10 +24,20 @@ def read(path: Path, task: str = "SA") -> Iterator[Example]:
             if not row:
                 continue
             if len(row) < 3:
-                raise DataError(f"expected at least 3 tab-separated columns, got {len(row)}",
-                                path=path, line=number)
+                raise DataError(
+                    f"expected at least 3 tab-separated columns, got {len(row)}",
+                    path=path,
+                    line=number,
+                )
             if row[1] not in POLARITY:
-                raise DataError(f"label {row[1]!r} is not one of 1, 0, -1", path=path,
-                                line=number, field="label")
-            yield build({"id": row[0], "task": task, "label": POLARITY[row[1]], "text": row[2]},
-                        path=path, line=number)
+                raise DataError(
+                    f"label {row[1]!r} is not one of 1, 0, -1",
+                    path=path,
+                    line=number,
+                    field="label",
+                )
+            yield build(
+                {"id": row[0], "task": task, "label": POLARITY[row[1]], "text": row[2]},
+                path=path,
+                line=number,
+            )

@@ -45,7 +45,9 @@ def parse_line(raw: str, *, path: str | Path, line: int) -> Example:
     try:
         data = json.loads(raw)
     except json.JSONDecodeError as err:
-        raise DataError(f"not valid JSON ({err.msg}, column {err.colno})", path=path, line=line) from None
+        raise DataError(
+            f"not valid JSON ({err.msg}, column {err.colno})", path=path, line=line
+        ) from None
     if not isinstance(data, dict):
         raise DataError("expected a JSON object", path=path, line=line)
     try:
@@ -120,8 +122,12 @@ def read_unique(path: str | Path) -> list[Example]:
                 continue
             example = parse_line(raw, path=path, line=number)
             if example.id in seen:
-                raise DataError(f"duplicate id {example.id!r} (first on line {seen[example.id]})",
-                                path=path, line=number, field="id")
+                raise DataError(
+                    f"duplicate id {example.id!r} (first on line {seen[example.id]})",
+                    path=path,
+                    line=number,
+                    field="id",
+                )
             seen[example.id] = number
             out.append(example)
     return out

@@ -19,16 +19,30 @@ from giellm.data.jsonl import open_text
 from giellm.errors import DataError
 from giellm.schema import Example
 
-IREX_TYPES = ("ARTIFACT", "DATE", "LOCATION", "MONEY", "OPTIONAL", "ORGANIZATION", "PERCENT",
-              "PERSON", "TIME")
+IREX_TYPES = (
+    "ARTIFACT",
+    "DATE",
+    "LOCATION",
+    "MONEY",
+    "OPTIONAL",
+    "ORGANIZATION",
+    "PERCENT",
+    "PERSON",
+    "TIME",
+)
 FKC_GENRES = ("consumer_electronics", "hospital", "it", "super", "traffic", "trip")
 # Case/role labels that occur in the three corpora (≒ marks an approximate relation).
 CASES = tuple(
-    "カラ カラ≒ ガ ガ≒ ガ２ ガ２≒ デ デ≒ ト ト≒ トシテ トシテ≒ ニ ニ≒ ニアワセテ ニオイテ ニオク ニカギッテ "
-    "ニカギラズ ニカワッテ ニカンシテ ニカンシテ≒ ニカンスル ニクラベテ ニクワエテ ニシテ ニソッテ ニタイシテ "
-    "ニタイシテ≒ ニタイスル ニツイテ ニツイテ≒ ニツク ニツヅイテ ニトッテ ニトッテ≒ ニトモナッテ ニナランデ "
-    "ニムケテ ニモトヅイテ ニヨッテ ニヨッテ≒ ニヨラズ ニヨル ヘ ヘ≒ マデ マデニ ヨリ ヲ ヲ≒ ヲツウジテ "
-    "ヲツウジル ヲノゾイテ ヲフクメテ ヲメグッテ ヲメグッテ≒ 判ガ 時間 時間≒".split()
+    """
+    カラ カラ≒ ガ ガ≒ ガ２ ガ２≒ デ デ≒ ト ト≒ トシテ トシテ≒
+    ニ ニ≒ ニアワセテ ニオイテ ニオク ニカギッテ ニカギラズ ニカワッテ
+    ニカンシテ ニカンシテ≒ ニカンスル ニクラベテ ニクワエテ ニシテ
+    ニソッテ ニタイシテ ニタイシテ≒ ニタイスル ニツイテ ニツイテ≒
+    ニツク ニツヅイテ ニトッテ ニトッテ≒ ニトモナッテ ニナランデ
+    ニムケテ ニモトヅイテ ニヨッテ ニヨッテ≒ ニヨラズ ニヨル ヘ ヘ≒
+    マデ マデニ ヨリ ヲ ヲ≒ ヲツウジテ ヲツウジル ヲノゾイテ
+    ヲフクメテ ヲメグッテ ヲメグッテ≒ 判ガ 時間 時間≒
+    """.split()
 )
 SEPARATOR = "\n"
 
@@ -40,13 +54,22 @@ def _document(doc: dict[str, Any], task: str, notes: Counter[str]) -> dict[str, 
         offsets[sentence["sid"]] = position
         position += len(sentence["text"]) + len(SEPARATOR)
     text = SEPARATOR.join(s["text"] for s in sentences)
-    fields: dict[str, Any] = {"id": doc["doc_id"], "task": task, "text": text,
-                              "label": doc.get("genre")}
+    fields: dict[str, Any] = {
+        "id": doc["doc_id"],
+        "task": task,
+        "text": text,
+        "label": doc.get("genre"),
+    }
     if task == "NER":
         fields["entities"] = [
-            {"text": e["name"], "type": e["type"], "start": offsets[s["sid"]] + e["span"][0],
-             "end": offsets[s["sid"]] + e["span"][1]}
-            for s in sentences for e in s["entities"]
+            {
+                "text": e["name"],
+                "type": e["type"],
+                "start": offsets[s["sid"]] + e["span"][0],
+                "end": offsets[s["sid"]] + e["span"][1],
+            }
+            for s in sentences
+            for e in s["entities"]
         ]
     elif task == "PAS":
         events = []
@@ -62,11 +85,24 @@ def _document(doc: dict[str, Any], task: str, notes: Counter[str]) -> dict[str, 
                         notes["argument in another document left out"] += 1
                         continue
                     start = offsets[arg["sid"]] + arg["tspan"][0]
-                    arguments.append({"text": arg["target"], "role": arg["case"], "start": start,
-                                      "end": start + len(arg["target"])})
-                events.append({"trigger": {"text": pas["pred"], "start": base + pas["span"][0],
-                                           "end": base + pas["span"][1]},
-                               "arguments": arguments})
+                    arguments.append(
+                        {
+                            "text": arg["target"],
+                            "role": arg["case"],
+                            "start": start,
+                            "end": start + len(arg["target"]),
+                        }
+                    )
+                events.append(
+                    {
+                        "trigger": {
+                            "text": pas["pred"],
+                            "start": base + pas["span"][0],
+                            "end": base + pas["span"][1],
+                        },
+                        "arguments": arguments,
+                    }
+                )
         fields["events"] = events
     return fields
 
@@ -87,8 +123,9 @@ def reader(name: str, tasks: tuple[str, ...]):  # type: ignore[no-untyped-def]
                 except json.JSONDecodeError as err:
                     raise DataError(f"not valid JSON ({err.msg})", path=path, line=number) from None
                 except (KeyError, IndexError, TypeError) as err:
-                    raise DataError(f"malformed document (missing or bad {err})", path=path,
-                                    line=number) from None
+                    raise DataError(
+                        f"malformed document (missing or bad {err})", path=path, line=number
+                    ) from None
                 yield build(fields, path=path, line=number)
 
     return read

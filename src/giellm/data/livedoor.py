@@ -15,8 +15,17 @@ from giellm.errors import DataError
 from giellm.schema import Example
 
 TASKS = ("TC",)
-CATEGORIES = ("dokujo-tsushin", "it-life-hack", "kaden-channel", "livedoor-homme", "movie-enter",
-              "peachy", "smax", "sports-watch", "topic-news")
+CATEGORIES = (
+    "dokujo-tsushin",
+    "it-life-hack",
+    "kaden-channel",
+    "livedoor-homme",
+    "movie-enter",
+    "peachy",
+    "smax",
+    "sports-watch",
+    "topic-news",
+)
 
 
 def read(path: Path, task: str = "TC") -> Iterator[Example]:
@@ -27,8 +36,12 @@ def read(path: Path, task: str = "TC") -> Iterator[Example]:
                 continue
             try:
                 article = json.loads(raw)
-                fields = {"id": article["id"], "task": task, "label": article["category"],
-                          "text": f"{article['title']}\n{article['body']}"}
+                fields = {
+                    "id": article["id"],
+                    "task": task,
+                    "label": article["category"],
+                    "text": f"{article['title']}\n{article['body']}",
+                }
             except json.JSONDecodeError as err:
                 raise DataError(f"not valid JSON ({err.msg})", path=path, line=number) from None
             except (KeyError, TypeError) as err:

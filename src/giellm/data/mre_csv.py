@@ -24,12 +24,25 @@ from giellm.tasks import TASKS as REGISTRY
 TASKS = ("TC", "SA", "NER", "RE", "EE", "PAS")
 COLUMNS = (("input", "output"), ("source", "target"), ("text", "label"))
 # Instruction Words of the paper's datasets and of giellm, stripped from the end of the source.
-PAPER_WORDS = ("SCNM", "TCREE", "TCONER", "SCPOS:RW", "SCPOS:Adj&N", "SCPOS:Adj", "SCPOS:N",
-               "SCPOS")
+PAPER_WORDS = (
+    "SCNM",
+    "TCREE",
+    "TCONER",
+    "SCPOS:RW",
+    "SCPOS:Adj&N",
+    "SCPOS:Adj",
+    "SCPOS:N",
+    "SCPOS",
+)
 _TRAILER = re.compile(
-    r"\s*(?:" + "|".join(re.escape(w) for w in
-                         sorted([*PAPER_WORDS, *(t.instruction for t in REGISTRY.values())],
-                                key=len, reverse=True)) + r")\s*:?\s*$"
+    r"\s*(?:"
+    + "|".join(
+        re.escape(w)
+        for w in sorted(
+            [*PAPER_WORDS, *(t.instruction for t in REGISTRY.values())], key=len, reverse=True
+        )
+    )
+    + r")\s*:?\s*$"
 )
 
 
@@ -44,8 +57,11 @@ def _swap_reversed(target: str, text: str) -> str:
     items = []
     for item in split_unescaped(target[close:], ";"):
         parts = split_unescaped(item, ":", 1)
-        if len(parts) == 2 and unescape(parts[1]).strip() not in text \
-                and unescape(parts[0]).strip() in text:
+        if (
+            len(parts) == 2
+            and unescape(parts[1]).strip() not in text
+            and unescape(parts[0]).strip() in text
+        ):
             item = f"{parts[1]}:{escape(unescape(parts[0]))}"
         items.append(item)
     return target[:close] + ";".join(items)
@@ -58,18 +74,25 @@ def read(path: Path, task: str) -> Iterator[Example]:
         header = rows.fieldnames or []
         names = next((pair for pair in COLUMNS if set(pair) <= set(header)), None)
         if names is None:
-            raise DataError(f"expected columns input,output (or source,target); found {header}",
-                            path=path, line=1)
+            raise DataError(
+                f"expected columns input,output (or source,target); found {header}",
+                path=path,
+                line=1,
+            )
         for index, row in enumerate(rows):
             number = rows.line_num
             source, target = row[names[0]] or "", row[names[1]] or ""
             text = strip_instruction(source)
             if not text.strip():
                 raise DataError("text is empty", path=path, line=number, field=names[0])
-            base = build({"id": f"{path.stem}-{index:06d}", "task": task, "text": text},
-                         path=path, line=number)
+            base = build(
+                {"id": f"{path.stem}-{index:06d}", "task": task, "text": text},
+                path=path,
+                line=number,
+            )
             decoded = decode(_swap_reversed(target, text) if task == "NER" else target, base)
             if decoded.dropped:
-                raise DataError(f"cannot use {decoded.dropped[0]}", path=path, line=number,
-                                field=names[1])
+                raise DataError(
+                    f"cannot use {decoded.dropped[0]}", path=path, line=number, field=names[1]
+                )
             yield decoded.example

@@ -35,8 +35,9 @@ class DatasetFormat:
     def schema(self, task: str) -> LabelSchema:
         return self.schemas.get(get_task(task).name, LabelSchema())
 
-    def read(self, path: str | Path, task: str, notes: Counter[str] | None = None
-             ) -> Iterator[Example]:
+    def read(
+        self, path: str | Path, task: str, notes: Counter[str] | None = None
+    ) -> Iterator[Example]:
         kwargs: dict[str, Any] = {"notes": notes} if self.takes_notes else {}
         return self.reader(Path(path), task, **kwargs)
 
@@ -48,52 +49,105 @@ def _read_unified(path: Path, task: str) -> Iterator[Example]:
 _NO_LABEL: frozenset[str] = frozenset()
 _IREX = LabelSchema.of(labels=_NO_LABEL, entity_types=ku.IREX_TYPES)
 _PAS = LabelSchema.of(labels=_NO_LABEL, roles=ku.CASES)
-_FKC = {"TC": LabelSchema.of(labels=ku.FKC_GENRES),
-        "NER": LabelSchema.of(labels=ku.FKC_GENRES, entity_types=ku.IREX_TYPES),
-        "PAS": LabelSchema.of(labels=ku.FKC_GENRES, roles=ku.CASES)}
+_FKC = {
+    "TC": LabelSchema.of(labels=ku.FKC_GENRES),
+    "NER": LabelSchema.of(labels=ku.FKC_GENRES, entity_types=ku.IREX_TYPES),
+    "PAS": LabelSchema.of(labels=ku.FKC_GENRES, roles=ku.CASES),
+}
 _JSONL_SPLITS = {"train": "train.jsonl", "dev": "dev.jsonl"}
 
 FORMATS: dict[str, DatasetFormat] = {
     f.name: f
     for f in [
         DatasetFormat(
-            "stockmark", "Stockmark Wikipedia NER (JSON array)", stockmark.TASKS, stockmark.read,
+            "stockmark",
+            "Stockmark Wikipedia NER (JSON array)",
+            stockmark.TASKS,
+            stockmark.read,
             {"NER": LabelSchema.of(labels=_NO_LABEL, entity_types=stockmark.ENTITY_TYPES)},
-            "stockmark_ner_wikipedia", {"train": "train.json", "dev": "dev.json"},
-            ("stockmark_ner_wikipedia",)),
+            "stockmark_ner_wikipedia",
+            {"train": "train.json", "dev": "dev.json"},
+            ("stockmark_ner_wikipedia",),
+        ),
         DatasetFormat(
-            "kwdlc", "KWDLC web leads: IREX NER + predicate-argument (JSONL docs)", ("NER", "PAS"),
-            ku.reader("kwdlc", ("NER", "PAS")), {"NER": _IREX, "PAS": _PAS}, "kwdlc",
-            _JSONL_SPLITS, takes_notes=True),
+            "kwdlc",
+            "KWDLC web leads: IREX NER + predicate-argument (JSONL docs)",
+            ("NER", "PAS"),
+            ku.reader("kwdlc", ("NER", "PAS")),
+            {"NER": _IREX, "PAS": _PAS},
+            "kwdlc",
+            _JSONL_SPLITS,
+            takes_notes=True,
+        ),
         DatasetFormat(
-            "wac", "KU Wikipedia Annotated Corpus: IREX NER + predicate-argument", ("NER", "PAS"),
-            ku.reader("wac", ("NER", "PAS")), {"NER": _IREX, "PAS": _PAS},
-            "wikipedia_annotated_corpus", _JSONL_SPLITS, ("wikipedia_annotated_corpus",),
-            takes_notes=True),
+            "wac",
+            "KU Wikipedia Annotated Corpus: IREX NER + predicate-argument",
+            ("NER", "PAS"),
+            ku.reader("wac", ("NER", "PAS")),
+            {"NER": _IREX, "PAS": _PAS},
+            "wikipedia_annotated_corpus",
+            _JSONL_SPLITS,
+            ("wikipedia_annotated_corpus",),
+            takes_notes=True,
+        ),
         DatasetFormat(
-            "fkc", "Annotated FKC complaints: genre + IREX NER + predicate-argument",
-            ("TC", "NER", "PAS"), ku.reader("fkc", ("TC", "NER", "PAS")), _FKC,
-            "fkc_complaints", _JSONL_SPLITS, ("fkc_complaints",), takes_notes=True),
+            "fkc",
+            "Annotated FKC complaints: genre + IREX NER + predicate-argument",
+            ("TC", "NER", "PAS"),
+            ku.reader("fkc", ("TC", "NER", "PAS")),
+            _FKC,
+            "fkc_complaints",
+            _JSONL_SPLITS,
+            ("fkc_complaints",),
+            takes_notes=True,
+        ),
         DatasetFormat(
-            "jacred", "JacRED document-level RE (mentions for NER, relations for RE)",
-            jacred.TASKS, jacred.read,
-            {"NER": LabelSchema.of(labels=_NO_LABEL, entity_types=jacred.ENTITY_TYPES),
-             "RE": LabelSchema.of(labels=_NO_LABEL, relation_types=jacred.RELATIONS.values())},
-            "jacred", {"train": "train.json", "dev": "dev.json"}, takes_notes=True),
+            "jacred",
+            "JacRED document-level RE (mentions for NER, relations for RE)",
+            jacred.TASKS,
+            jacred.read,
+            {
+                "NER": LabelSchema.of(labels=_NO_LABEL, entity_types=jacred.ENTITY_TYPES),
+                "RE": LabelSchema.of(labels=_NO_LABEL, relation_types=jacred.RELATIONS.values()),
+            },
+            "jacred",
+            {"train": "train.json", "dev": "dev.json"},
+            takes_notes=True,
+        ),
         DatasetFormat(
-            "livedoor", "livedoor news, 9 categories (JSONL articles)", livedoor.TASKS,
-            livedoor.read, {"TC": LabelSchema.of(labels=livedoor.CATEGORIES)}, "livedoor_news",
-            _JSONL_SPLITS, ("livedoor_news",)),
+            "livedoor",
+            "livedoor news, 9 categories (JSONL articles)",
+            livedoor.TASKS,
+            livedoor.read,
+            {"TC": LabelSchema.of(labels=livedoor.CATEGORIES)},
+            "livedoor_news",
+            _JSONL_SPLITS,
+            ("livedoor_news",),
+        ),
         DatasetFormat(
-            "jrte", "JRTE sentiment polarity (TSV)", jrte.TASKS, jrte.read,
-            {"SA": LabelSchema.of(labels=jrte.POLARITY.values())}, "jrte_pn",
-            {"train": "train.tsv", "dev": "dev.tsv"}, ("jrte_pn",)),
+            "jrte",
+            "JRTE sentiment polarity (TSV)",
+            jrte.TASKS,
+            jrte.read,
+            {"SA": LabelSchema.of(labels=jrte.POLARITY.values())},
+            "jrte_pn",
+            {"train": "train.tsv", "dev": "dev.tsv"},
+            ("jrte_pn",),
+        ),
         DatasetFormat(
-            "jsonl", "giellm's unified JSONL (records are projected onto --task)",
-            tuple(t for t in ("TC", "SA", "NER", "RE", "EE", "PAS")), _read_unified, {}),
+            "jsonl",
+            "giellm's unified JSONL (records are projected onto --task)",
+            tuple(t for t in ("TC", "SA", "NER", "RE", "EE", "PAS")),
+            _read_unified,
+            {},
+        ),
         DatasetFormat(
-            "mre-csv", "the GIELLM paper's MRE-mix CSV (input/output strings)", mre_csv.TASKS,
-            mre_csv.read, {}),
+            "mre-csv",
+            "the GIELLM paper's MRE-mix CSV (input/output strings)",
+            mre_csv.TASKS,
+            mre_csv.read,
+            {},
+        ),
     ]
 }
 

@@ -12,7 +12,16 @@ from giellm.errors import DataError
 from giellm.schema import Example
 
 TASKS = ("NER",)
-ENTITY_TYPES = ("人名", "法人名", "政治的組織名", "その他の組織名", "地名", "施設名", "製品名", "イベント名")
+ENTITY_TYPES = (
+    "人名",
+    "法人名",
+    "政治的組織名",
+    "その他の組織名",
+    "地名",
+    "施設名",
+    "製品名",
+    "イベント名",
+)
 
 
 def load_json(path: Path) -> object:
@@ -43,11 +52,16 @@ def read(path: Path, task: str = "NER") -> Iterator[Example]:
                 for e in entities
             ]
         except (KeyError, IndexError, TypeError) as err:
-            raise DataError(f"malformed entity ({err!r})", path=path, record=index,
-                            field="entities") from None
+            raise DataError(
+                f"malformed entity ({err!r})", path=path, record=index, field="entities"
+            ) from None
         yield build(
-            {"id": f"stockmark-{path.stem}-{index:05d}", "task": task, "text": item.get("text"),
-             "entities": spans},
+            {
+                "id": f"stockmark-{path.stem}-{index:05d}",
+                "task": task,
+                "text": item.get("text"),
+                "entities": spans,
+            },
             path=path,
             record=index,
         )
