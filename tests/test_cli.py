@@ -127,6 +127,10 @@ def bad_jsonl(tmp_path: Path, line: str) -> Path:
             "missing.json: no such file",
         ),
         (["convert", "{jsonl}", "--from", "nope", "--task", "NER"], "unknown format 'nope'"),
+        (
+            ["convert", "{latin1}", "--from", "jsonl", "--task", "NER"],
+            "latin1.jsonl:2: not UTF-8 text",
+        ),
         (["convert", "{jsonl}", "--from", "jsonl", "--task", "XX"], "unknown task 'XX'"),
         (
             ["convert", "{bad:{oops}", "--from", "jsonl", "--task", "NER"],
@@ -198,6 +202,11 @@ def test_bad_input_gives_one_clear_line_and_no_output(
     for arg in args:
         if arg == "{jsonl}":
             arg = str(good)
+        elif arg == "{latin1}":
+            arg = str(tmp_path / "latin1.jsonl")
+            Path(arg).write_bytes(
+                good.read_bytes() + '{"id": "2", "text": "café"}\n'.encode("latin-1")
+            )
         elif arg.startswith("{bad:"):
             arg = str(bad_jsonl(tmp_path, arg[5:-1]))
         resolved.append(arg)

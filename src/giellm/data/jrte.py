@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from giellm.data._build import build, check_task
-from giellm.data.jsonl import open_text
+from giellm.data.jsonl import lines
 from giellm.errors import DataError
 from giellm.schema import Example
 
@@ -17,27 +17,26 @@ POLARITY = {"1": "ポジティブ", "0": "ニュートラル", "-1": "ネガテ�
 
 def read(path: Path, task: str = "SA") -> Iterator[Example]:
     task = check_task(task, TASKS, "jrte")
-    with open_text(path) as handle:
-        rows = csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE)
-        for row in rows:
-            number = rows.line_num
-            if not row:
-                continue
-            if len(row) < 3:
-                raise DataError(
-                    f"expected at least 3 tab-separated columns, got {len(row)}",
-                    path=path,
-                    line=number,
-                )
-            if row[1] not in POLARITY:
-                raise DataError(
-                    f"label {row[1]!r} is not one of 1, 0, -1",
-                    path=path,
-                    line=number,
-                    field="label",
-                )
-            yield build(
-                {"id": row[0], "task": task, "label": POLARITY[row[1]], "text": row[2]},
+    rows = csv.reader((raw for _, raw in lines(path)), delimiter="\t", quoting=csv.QUOTE_NONE)
+    for row in rows:
+        number = rows.line_num
+        if not row:
+            continue
+        if len(row) < 3:
+            raise DataError(
+                f"expected at least 3 tab-separated columns, got {len(row)}",
                 path=path,
                 line=number,
             )
+        if row[1] not in POLARITY:
+            raise DataError(
+                f"label {row[1]!r} is not one of 1, 0, -1",
+                path=path,
+                line=number,
+                field="label",
+            )
+        yield build(
+            {"id": row[0], "task": task, "label": POLARITY[row[1]], "text": row[2]},
+            path=path,
+            line=number,
+        )

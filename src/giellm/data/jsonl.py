@@ -8,7 +8,7 @@ import os
 import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from pydantic import ValidationError
 
@@ -17,17 +17,21 @@ from giellm.schema import Example, example_from_dict, example_to_dict
 from giellm.tasks import TASKS
 
 
-def open_text(path: str | Path) -> IO[str]:
-    """Open a UTF-8 input file with a clear error when it is missing or unreadable."""
+def _open(path: str | Path, mode: str) -> IO[Any]:
     path = Path(path)
     if not path.exists():
         raise DataError("no such file", path=path)
     if path.is_dir():
         raise DataError("is a directory, not a file", path=path)
     try:
-        return path.open(encoding="utf-8")
+        return path.open(mode, encoding=None if "b" in mode else "utf-8")
     except OSError as err:
-        raise DataError(f"cannot read ({err.strerror})", path=path) from err
+        raise DataError(f"cannot read ({err.strerror})", path=path) from None
+
+
+def open_text(path: str | Path) -> IO[str]:
+    """Open a UTF-8 input file with a clear error when it is missing or unreadable."""
+    return _open(path, "r")
 
 
 def validation_error(
@@ -64,15 +68,25 @@ def parse_line(raw: str, *, path: str | Path, line: int) -> Example:
     return example
 
 
+def lines(path: str | Path) -> Iterator[tuple[int, str]]:
+    """Numbered lines of a UTF-8 file; bytes that are not UTF-8 give an error naming the line."""
+    with _open(path, "rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            try:
+                yield number, raw.decode("utf-8")
+            except UnicodeDecodeError as err:
+                raise DataError(f"not UTF-8 text ({err.reason})", path=path, line=number) from None
+
+
+def _numbered(path: str | Path) -> Iterator[tuple[int, Example]]:
+    for number, raw in lines(path):
+        if raw.strip():
+            yield number, parse_line(raw, path=path, line=number)
+
+
 def read_jsonl(path: str | Path) -> Iterator[Example]:
     """Read unified records; blank lines are allowed, anything else must be a valid record."""
-    with open_text(path) as handle:
-        try:
-            for number, raw in enumerate(handle, start=1):
-                if raw.strip():
-                    yield parse_line(raw, path=path, line=number)
-        except UnicodeDecodeError as err:
-            raise DataError(f"not UTF-8 ({err.reason})", path=path) from None
+    return (example for _, example in _numbered(path))
 
 
 def dumps(example: Example) -> str:
@@ -116,18 +130,14 @@ def read_unique(path: str | Path) -> list[Example]:
     """Read a whole unified file whose ids must be unique (for pairing gold and predictions)."""
     seen: dict[str, int] = {}
     out = []
-    with open_text(path) as handle:
-        for number, raw in enumerate(handle, start=1):
-            if not raw.strip():
-                continue
-            example = parse_line(raw, path=path, line=number)
-            if example.id in seen:
-                raise DataError(
-                    f"duplicate id {example.id!r} (first on line {seen[example.id]})",
-                    path=path,
-                    line=number,
-                    field="id",
-                )
-            seen[example.id] = number
-            out.append(example)
+    for number, example in _numbered(path):
+        if example.id in seen:
+            raise DataError(
+                f"duplicate id {example.id!r} (first on line {seen[example.id]})",
+                path=path,
+                line=number,
+                field="id",
+            )
+        seen[example.id] = number
+        out.append(example)
     return out

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from giellm.data._build import build, check_task
-from giellm.data.jsonl import open_text
+from giellm.data.jsonl import lines
 from giellm.errors import DataError
 from giellm.schema import Example
 
@@ -107,25 +107,24 @@ def _document(doc: dict[str, Any], task: str, notes: Counter[str]) -> dict[str, 
     return fields
 
 
-def reader(name: str, tasks: tuple[str, ...]):  # type: ignore[no-untyped-def]
+def reader(name: str, tasks: tuple[str, ...]) -> Callable[..., Iterator[Example]]:
     """A reader for one KU corpus (they share one layout and differ in the tasks they fill)."""
 
     def read(path: Path, task: str, notes: Counter[str] | None = None) -> Iterator[Example]:
         task = check_task(task, tasks, name)
         notes = Counter() if notes is None else notes
-        with open_text(path) as handle:
-            for number, raw in enumerate(handle, start=1):
-                if not raw.strip():
-                    continue
-                try:
-                    doc = json.loads(raw)
-                    fields = _document(doc, task, notes)
-                except json.JSONDecodeError as err:
-                    raise DataError(f"not valid JSON ({err.msg})", path=path, line=number) from None
-                except (KeyError, IndexError, TypeError) as err:
-                    raise DataError(
-                        f"malformed document (missing or bad {err})", path=path, line=number
-                    ) from None
-                yield build(fields, path=path, line=number)
+        for number, raw in lines(path):
+            if not raw.strip():
+                continue
+            try:
+                doc = json.loads(raw)
+                fields = _document(doc, task, notes)
+            except json.JSONDecodeError as err:
+                raise DataError(f"not valid JSON ({err.msg})", path=path, line=number) from None
+            except (KeyError, IndexError, TypeError) as err:
+                raise DataError(
+                    f"malformed document (missing or bad {err})", path=path, line=number
+                ) from None
+            yield build(fields, path=path, line=number)
 
     return read

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from giellm.data._build import build, check_task
-from giellm.data.jsonl import open_text
+from giellm.data.jsonl import lines
 from giellm.errors import DataError
 from giellm.schema import Example
 
@@ -30,20 +30,19 @@ CATEGORIES = (
 
 def read(path: Path, task: str = "TC") -> Iterator[Example]:
     task = check_task(task, TASKS, "livedoor")
-    with open_text(path) as handle:
-        for number, raw in enumerate(handle, start=1):
-            if not raw.strip():
-                continue
-            try:
-                article = json.loads(raw)
-                fields = {
-                    "id": article["id"],
-                    "task": task,
-                    "label": article["category"],
-                    "text": f"{article['title']}\n{article['body']}",
-                }
-            except json.JSONDecodeError as err:
-                raise DataError(f"not valid JSON ({err.msg})", path=path, line=number) from None
-            except (KeyError, TypeError) as err:
-                raise DataError(f"missing field {err}", path=path, line=number) from None
-            yield build(fields, path=path, line=number)
+    for number, raw in lines(path):
+        if not raw.strip():
+            continue
+        try:
+            article = json.loads(raw)
+            fields = {
+                "id": article["id"],
+                "task": task,
+                "label": article["category"],
+                "text": f"{article['title']}\n{article['body']}",
+            }
+        except json.JSONDecodeError as err:
+            raise DataError(f"not valid JSON ({err.msg})", path=path, line=number) from None
+        except (KeyError, TypeError) as err:
+            raise DataError(f"missing field {err}", path=path, line=number) from None
+        yield build(fields, path=path, line=number)

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from giellm.data._build import build, check_task
-from giellm.data.jsonl import open_text
+from giellm.data.jsonl import lines
 from giellm.errors import DataError
 from giellm.format import decode, escape, split_unescaped, unescape
 from giellm.schema import Example
@@ -69,30 +69,29 @@ def _swap_reversed(target: str, text: str) -> str:
 
 def read(path: Path, task: str) -> Iterator[Example]:
     task = check_task(task, TASKS, "mre-csv")
-    with open_text(path) as handle:
-        rows = csv.DictReader(handle)
-        header = rows.fieldnames or []
-        names = next((pair for pair in COLUMNS if set(pair) <= set(header)), None)
-        if names is None:
+    rows = csv.DictReader(raw for _, raw in lines(path))
+    header = rows.fieldnames or []
+    names = next((pair for pair in COLUMNS if set(pair) <= set(header)), None)
+    if names is None:
+        raise DataError(
+            f"expected columns input,output (or source,target); found {header}",
+            path=path,
+            line=1,
+        )
+    for index, row in enumerate(rows):
+        number = rows.line_num
+        source, target = row[names[0]] or "", row[names[1]] or ""
+        text = strip_instruction(source)
+        if not text.strip():
+            raise DataError("text is empty", path=path, line=number, field=names[0])
+        base = build(
+            {"id": f"{path.stem}-{index:06d}", "task": task, "text": text},
+            path=path,
+            line=number,
+        )
+        decoded = decode(_swap_reversed(target, text) if task == "NER" else target, base)
+        if decoded.dropped:
             raise DataError(
-                f"expected columns input,output (or source,target); found {header}",
-                path=path,
-                line=1,
+                f"cannot use {decoded.dropped[0]}", path=path, line=number, field=names[1]
             )
-        for index, row in enumerate(rows):
-            number = rows.line_num
-            source, target = row[names[0]] or "", row[names[1]] or ""
-            text = strip_instruction(source)
-            if not text.strip():
-                raise DataError("text is empty", path=path, line=number, field=names[0])
-            base = build(
-                {"id": f"{path.stem}-{index:06d}", "task": task, "text": text},
-                path=path,
-                line=number,
-            )
-            decoded = decode(_swap_reversed(target, text) if task == "NER" else target, base)
-            if decoded.dropped:
-                raise DataError(
-                    f"cannot use {decoded.dropped[0]}", path=path, line=number, field=names[1]
-                )
-            yield decoded.example
+        yield decoded.example

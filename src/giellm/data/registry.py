@@ -137,7 +137,7 @@ FORMATS: dict[str, DatasetFormat] = {
         DatasetFormat(
             "jsonl",
             "giellm's unified JSONL (records are projected onto --task)",
-            tuple(t for t in ("TC", "SA", "NER", "RE", "EE", "PAS")),
+            ("TC", "SA", "NER", "RE", "EE", "PAS"),
             _read_unified,
             {},
         ),

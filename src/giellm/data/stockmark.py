@@ -31,6 +31,8 @@ def load_json(path: Path) -> object:
             return json.load(handle)
         except json.JSONDecodeError as err:
             raise DataError(f"not valid JSON ({err.msg})", path=path, line=err.lineno) from None
+        except UnicodeDecodeError as err:
+            raise DataError(f"not UTF-8 text ({err.reason})", path=path) from None
 
 
 def load_json_array(path: Path) -> list[dict[str, object]]:
