@@ -67,32 +67,13 @@ def without_overlaps(ex: Example) -> Example:
 
 def test_hand_checked_scores() -> None:
     text = "山田は東京の日立に勤める。"
-    gold = [
-        Example(
-            id="1",
-            task="NER",
-            text=text,
-            label="a",
-            entities=[
-                Entity(text="山田", type="人名", start=0, end=2),
-                Entity(text="東京", type="地名", start=3, end=5),
-            ],
-        ),
-        Example(id="2", task="NER", text=text, label="b"),
-    ]
-    pred = [
-        Example(
-            id="1",
-            task="NER",
-            text=text,
-            label="a",
-            entities=[
-                Entity(text="山田", type="人名", start=0, end=2),
-                Entity(text="日立", type="法人名", start=6, end=8),
-            ],
-        ),
-        Example(id="2", task="NER", text=text, label="c"),
-    ]
+
+    def ner(id: str, label: str, *entities: tuple[str, str, int]) -> Example:
+        spans = [Entity(text=t, type=k, start=s, end=s + len(t)) for t, k, s in entities]
+        return Example(id=id, task="NER", text=text, label=label, entities=spans)
+
+    gold = [ner("1", "a", ("山田", "人名", 0), ("東京", "地名", 3)), ner("2", "b")]
+    pred = [ner("1", "a", ("山田", "人名", 0), ("日立", "法人名", 6)), ner("2", "c")]
     report = score(gold, pred)
     assert report.text_accuracy == 0.5
     assert report.word_accuracy == 0.5  # record 2 has no items on both sides

@@ -56,6 +56,26 @@ _FKC = {
 }
 _JSONL_SPLITS = {"train": "train.jsonl", "dev": "dev.jsonl"}
 
+_KU_SCHEMAS = {"NER": _IREX, "PAS": _PAS}
+
+
+def _ku(name: str, description: str, schemas: dict[str, LabelSchema], folder: str) -> DatasetFormat:
+    """The KU corpora share one layout; they differ in tasks (fkc adds TC) and label sets."""
+    tasks = tuple(schemas)
+    aliases = (folder,) if folder != name else ()
+    return DatasetFormat(
+        name,
+        description,
+        tasks,
+        ku.reader(name, tasks),
+        schemas,
+        folder,
+        _JSONL_SPLITS,
+        aliases,
+        takes_notes=True,
+    )
+
+
 FORMATS: dict[str, DatasetFormat] = {
     f.name: f
     for f in [
@@ -69,38 +89,14 @@ FORMATS: dict[str, DatasetFormat] = {
             {"train": "train.json", "dev": "dev.json"},
             ("stockmark_ner_wikipedia",),
         ),
-        DatasetFormat(
-            "kwdlc",
-            "KWDLC web leads: IREX NER + predicate-argument (JSONL docs)",
-            ("NER", "PAS"),
-            ku.reader("kwdlc", ("NER", "PAS")),
-            {"NER": _IREX, "PAS": _PAS},
-            "kwdlc",
-            _JSONL_SPLITS,
-            takes_notes=True,
-        ),
-        DatasetFormat(
+        _ku("kwdlc", "KWDLC web leads: IREX NER + predicate-argument", _KU_SCHEMAS, "kwdlc"),
+        _ku(
             "wac",
             "KU Wikipedia Annotated Corpus: IREX NER + predicate-argument",
-            ("NER", "PAS"),
-            ku.reader("wac", ("NER", "PAS")),
-            {"NER": _IREX, "PAS": _PAS},
+            _KU_SCHEMAS,
             "wikipedia_annotated_corpus",
-            _JSONL_SPLITS,
-            ("wikipedia_annotated_corpus",),
-            takes_notes=True,
         ),
-        DatasetFormat(
-            "fkc",
-            "Annotated FKC complaints: genre + IREX NER + predicate-argument",
-            ("TC", "NER", "PAS"),
-            ku.reader("fkc", ("TC", "NER", "PAS")),
-            _FKC,
-            "fkc_complaints",
-            _JSONL_SPLITS,
-            ("fkc_complaints",),
-            takes_notes=True,
-        ),
+        _ku("fkc", "Annotated FKC complaints: genre + IREX NER + PAS", _FKC, "fkc_complaints"),
         DatasetFormat(
             "jacred",
             "JacRED document-level RE (mentions for NER, relations for RE)",
