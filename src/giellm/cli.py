@@ -11,8 +11,17 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.progress import MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    SpinnerColumn,
+    Task,
+    TextColumn,
+    TimeElapsedColumn,
+)
 from rich.table import Table
+from rich.text import Text
 
 from giellm.errors import GiellmError
 
@@ -26,12 +35,19 @@ err_console = Console(stderr=True)
 out_console = Console()
 
 
+class _Rate(ProgressColumn):
+    """Records per second (the total of a streamed file is unknown, so no ETA)."""
+
+    def render(self, task: Task) -> Text:
+        return Text(f"{task.speed or 0:,.0f} rec/s")
+
+
 def _progress() -> Progress:
     return Progress(
         SpinnerColumn(),
         TextColumn("{task.description}"),
         MofNCompleteColumn(),
-        TextColumn("{task.speed} rec/s"),
+        _Rate(),
         TimeElapsedColumn(),
         console=err_console,
         transient=True,
