@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from giellm.data._build import build, check_task
-from giellm.data.stockmark import load_json_array
+from giellm.data.jsonl import load_json_array
 from giellm.errors import DataError
 from giellm.schema import Example
 

@@ -44,8 +44,26 @@ def validation_error(
     return DataError(message, path=path, line=line, record=record, field=field)
 
 
-def parse_line(raw: str, *, path: str | Path, line: int) -> Example:
-    """One JSONL line -> Example; DataError names file, line and field on any problem."""
+def load_json(path: str | Path) -> Any:
+    """Parse a whole-file JSON document with an error that names the file and line."""
+    with open_text(path) as handle:
+        try:
+            return json.load(handle)
+        except json.JSONDecodeError as err:
+            raise DataError(f"not valid JSON ({err.msg})", path=path, line=err.lineno) from None
+        except UnicodeDecodeError as err:
+            raise DataError(f"not UTF-8 text ({err.reason})", path=path) from None
+
+
+def load_json_array(path: str | Path) -> list[dict[str, Any]]:
+    """A whole-file JSON array of objects (stockmark, JacRED)."""
+    data = load_json(path)
+    if not isinstance(data, list) or not all(isinstance(item, dict) for item in data):
+        raise DataError("expected a JSON array of objects", path=path)
+    return data
+
+
+def _json_object(raw: str, *, path: str | Path, line: int) -> dict[str, Any]:
     try:
         data = json.loads(raw)
     except json.JSONDecodeError as err:
@@ -54,6 +72,12 @@ def parse_line(raw: str, *, path: str | Path, line: int) -> Example:
         ) from None
     if not isinstance(data, dict):
         raise DataError("expected a JSON object", path=path, line=line)
+    return data
+
+
+def parse_line(raw: str, *, path: str | Path, line: int) -> Example:
+    """One JSONL line -> Example; DataError names file, line and field on any problem."""
+    data = _json_object(raw, path=path, line=line)
     try:
         example = example_from_dict(data)
     except ValidationError as err:
@@ -76,6 +100,13 @@ def lines(path: str | Path) -> Iterator[tuple[int, str]]:
                 yield number, raw.decode("utf-8")
             except UnicodeDecodeError as err:
                 raise DataError(f"not UTF-8 text ({err.reason})", path=path, line=number) from None
+
+
+def json_objects(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line number, object) for every non-blank line of a JSON-lines file of any schema."""
+    for number, raw in lines(path):
+        if raw.strip():
+            yield number, _json_object(raw, path=path, line=number)
 
 
 def _numbered(path: str | Path) -> Iterator[tuple[int, Example]]:

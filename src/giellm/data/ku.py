@@ -8,14 +8,13 @@ reader counts them in `notes` so nothing disappears unreported.
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from giellm.data._build import build, check_task
-from giellm.data.jsonl import lines
+from giellm.data.jsonl import json_objects
 from giellm.errors import DataError
 from giellm.schema import Example
 
@@ -113,14 +112,9 @@ def reader(name: str, tasks: tuple[str, ...]) -> Callable[..., Iterator[Example]
     def read(path: Path, task: str, notes: Counter[str] | None = None) -> Iterator[Example]:
         task = check_task(task, tasks, name)
         notes = Counter() if notes is None else notes
-        for number, raw in lines(path):
-            if not raw.strip():
-                continue
+        for number, doc in json_objects(path):
             try:
-                doc = json.loads(raw)
                 fields = _document(doc, task, notes)
-            except json.JSONDecodeError as err:
-                raise DataError(f"not valid JSON ({err.msg})", path=path, line=number) from None
             except (KeyError, IndexError, TypeError) as err:
                 raise DataError(
                     f"malformed document (missing or bad {err})", path=path, line=number

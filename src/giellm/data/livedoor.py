@@ -5,12 +5,11 @@ The text is the title and the body on separate lines; the label is the category.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from pathlib import Path
 
 from giellm.data._build import build, check_task
-from giellm.data.jsonl import lines
+from giellm.data.jsonl import json_objects
 from giellm.errors import DataError
 from giellm.schema import Example
 
@@ -30,19 +29,14 @@ CATEGORIES = (
 
 def read(path: Path, task: str = "TC") -> Iterator[Example]:
     task = check_task(task, TASKS, "livedoor")
-    for number, raw in lines(path):
-        if not raw.strip():
-            continue
+    for number, article in json_objects(path):
         try:
-            article = json.loads(raw)
             fields = {
                 "id": article["id"],
                 "task": task,
                 "label": article["category"],
                 "text": f"{article['title']}\n{article['body']}",
             }
-        except json.JSONDecodeError as err:
-            raise DataError(f"not valid JSON ({err.msg})", path=path, line=number) from None
         except (KeyError, TypeError) as err:
             raise DataError(f"missing field {err}", path=path, line=number) from None
         yield build(fields, path=path, line=number)

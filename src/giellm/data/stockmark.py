@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from pathlib import Path
 
 from giellm.data._build import build, check_task
-from giellm.data.jsonl import open_text
+from giellm.data.jsonl import load_json_array
 from giellm.errors import DataError
 from giellm.schema import Example
 
@@ -22,24 +21,6 @@ ENTITY_TYPES = (
     "製品名",
     "イベント名",
 )
-
-
-def load_json(path: Path) -> object:
-    """Parse a whole-file JSON document with an error that names the file and line."""
-    with open_text(path) as handle:
-        try:
-            return json.load(handle)
-        except json.JSONDecodeError as err:
-            raise DataError(f"not valid JSON ({err.msg})", path=path, line=err.lineno) from None
-        except UnicodeDecodeError as err:
-            raise DataError(f"not UTF-8 text ({err.reason})", path=path) from None
-
-
-def load_json_array(path: Path) -> list[dict[str, object]]:
-    data = load_json(path)
-    if not isinstance(data, list) or not all(isinstance(item, dict) for item in data):
-        raise DataError("expected a JSON array of objects", path=path)
-    return data
 
 
 def read(path: Path, task: str = "NER") -> Iterator[Example]:
