@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,7 +16,7 @@ TASKS = ("SA",)
 POLARITY = {"1": "ポジティブ", "0": "ニュートラル", "-1": "ネガティブ"}
 
 
-def read(path: Path, task: str = "SA") -> Iterator[Example]:
+def read(path: Path, task: str = "SA", notes: Counter[str] | None = None) -> Iterator[Example]:
     task = check_task(task, TASKS, "jrte")
     rows = csv.reader((raw for _, raw in lines(path)), delimiter="\t", quoting=csv.QUOTE_NONE)
     for row in rows:

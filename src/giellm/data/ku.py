@@ -106,7 +106,9 @@ def _document(doc: dict[str, Any], task: str, notes: Counter[str]) -> dict[str, 
     return fields
 
 
-def reader(name: str, tasks: tuple[str, ...]) -> Callable[..., Iterator[Example]]:
+def reader(
+    name: str, tasks: tuple[str, ...]
+) -> Callable[[Path, str, Counter[str] | None], Iterator[Example]]:
     """A reader for one KU corpus (they share one layout and differ in the tasks they fill)."""
 
     def read(path: Path, task: str, notes: Counter[str] | None = None) -> Iterator[Example]:

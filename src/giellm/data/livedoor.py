@@ -5,6 +5,7 @@ The text is the title and the body on separate lines; the label is the category.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -27,7 +28,7 @@ CATEGORIES = (
 )
 
 
-def read(path: Path, task: str = "TC") -> Iterator[Example]:
+def read(path: Path, task: str = "TC", notes: Counter[str] | None = None) -> Iterator[Example]:
     task = check_task(task, TASKS, "livedoor")
     for number, article in json_objects(path):
         try:

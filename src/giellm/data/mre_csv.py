@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import re
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -67,7 +68,7 @@ def _swap_reversed(target: str, text: str) -> str:
     return target[:close] + ";".join(items)
 
 
-def read(path: Path, task: str) -> Iterator[Example]:
+def read(path: Path, task: str, notes: Counter[str] | None = None) -> Iterator[Example]:
     task = check_task(task, TASKS, "mre-csv")
     rows = csv.DictReader(raw for _, raw in lines(path))
     header = rows.fieldnames or []

@@ -7,7 +7,6 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from giellm.data import jacred, jrte, ku, livedoor, mre_csv, stockmark
 from giellm.data.jsonl import read_jsonl
@@ -15,7 +14,8 @@ from giellm.errors import GiellmError
 from giellm.schema import Example
 from giellm.tasks import LabelSchema, get_task, project
 
-Reader = Callable[..., Iterator[Example]]
+# every reader: (path, task, notes) -> records; `notes` counts what it had to leave out
+Reader = Callable[[Path, str, Counter[str]], Iterator[Example]]
 
 
 @dataclass(frozen=True)
@@ -30,7 +30,6 @@ class DatasetFormat:
     folder: str | None = None
     splits: dict[str, str] = field(default_factory=dict)
     aliases: tuple[str, ...] = ()
-    takes_notes: bool = False
 
     def schema(self, task: str) -> LabelSchema:
         return self.schemas.get(get_task(task).name, LabelSchema())
@@ -38,11 +37,11 @@ class DatasetFormat:
     def read(
         self, path: str | Path, task: str, notes: Counter[str] | None = None
     ) -> Iterator[Example]:
-        kwargs: dict[str, Any] = {"notes": notes} if self.takes_notes else {}
-        return self.reader(Path(path), task, **kwargs)
+        """Read records for `task`; readers that leave anything out count it in `notes`."""
+        return self.reader(Path(path), task, Counter() if notes is None else notes)
 
 
-def _read_unified(path: Path, task: str) -> Iterator[Example]:
+def _read_unified(path: Path, task: str, notes: Counter[str]) -> Iterator[Example]:
     return (project(example, task) for example in read_jsonl(path))
 
 
@@ -72,7 +71,6 @@ def _ku(name: str, description: str, schemas: dict[str, LabelSchema], folder: st
         folder,
         _JSONL_SPLITS,
         aliases,
-        takes_notes=True,
     )
 
 
@@ -108,7 +106,6 @@ FORMATS: dict[str, DatasetFormat] = {
             },
             "jacred",
             {"train": "train.json", "dev": "dev.json"},
-            takes_notes=True,
         ),
         DatasetFormat(
             "livedoor",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,7 +24,7 @@ ENTITY_TYPES = (
 )
 
 
-def read(path: Path, task: str = "NER") -> Iterator[Example]:
+def read(path: Path, task: str = "NER", notes: Counter[str] | None = None) -> Iterator[Example]:
     task = check_task(task, TASKS, "stockmark")
     for index, item in enumerate(load_json_array(path)):
         entities = item.get("entities") or []
