@@ -65,19 +65,15 @@ def convert(
     output: Annotated[Path, typer.Option("--output", "-o", help="unified JSONL file to write")],
 ) -> None:
     """Convert a dataset file into giellm's unified JSONL records."""
-    from giellm.data.jsonl import atomic_writer, dumps
+    from giellm.data.jsonl import write_jsonl
     from giellm.data.registry import get_format
 
     fmt = get_format(from_format)
     notes: Counter[str] = Counter()
     started = time.perf_counter()
-    count = 0
-    with atomic_writer(output) as handle, _progress() as bar:
-        job = bar.add_task(f"converting {input.name}", total=None)
-        for example in fmt.read(input, task, notes):
-            handle.write(dumps(example) + "\n")
-            count += 1
-            bar.advance(job)
+    with _progress() as bar:
+        records = bar.track(fmt.read(input, task, notes), description=f"converting {input.name}")
+        count = write_jsonl(output, records)
     seconds = time.perf_counter() - started
     err_console.print(f"wrote {count} {task.upper()} records to {output} in {seconds:.2f} s")
     for note, n in sorted(notes.items()):
