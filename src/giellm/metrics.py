@@ -83,13 +83,11 @@ class Counts:
 
 def span_counts(gold: Counter[Item], pred: Counter[Item]) -> dict[str, Counts]:
     """Per type key: matched, predicted and gold item counts (multiset intersection)."""
-    keys = {item[0] for item in gold} | {item[0] for item in pred}
-    out = {}
-    for key in sorted(keys):
-        g = Counter({i: n for i, n in gold.items() if i[0] == key})
-        p = Counter({i: n for i, n in pred.items() if i[0] == key})
-        out[key] = Counts(sum((g & p).values()), sum(p.values()), sum(g.values()))
-    return out
+    tally: dict[str, list[int]] = {}
+    for slot, counter in enumerate((gold & pred, pred, gold)):
+        for item, n in counter.items():
+            tally.setdefault(item[0], [0, 0, 0])[slot] += n
+    return {key: Counts(*tally[key]) for key in sorted(tally)}
 
 
 @dataclass(frozen=True)
