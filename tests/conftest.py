@@ -9,7 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from giellm.data.registry import FORMATS, DatasetFormat, dataset_path, shared_data_dir
+from giellm.data.registry import FORMATS, DatasetFormat, dataset_path, load, shared_data_dir
+from giellm.model.tiny import ARCHITECTURES, TinySpec, build_tiny
+from giellm.model.tokenizer import train_tokenizer
 
 GIELLM = str(Path(sys.executable).parent / "giellm")
 
@@ -45,3 +47,27 @@ def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[
     return subprocess.run(
         [GIELLM, *args], capture_output=True, text=True, cwd=cwd, timeout=120, check=False
     )
+
+
+@pytest.fixture(scope="session")
+def tokenizer_dir(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    texts = [ex.text for ex in load("stockmark", "train", "NER", data_dir)][:800]
+    texts += [ex.text for ex in load("jrte", "train", "SA", data_dir)][:400]
+    out = tmp_path_factory.mktemp("tokenizer")
+    train_tokenizer(texts, vocab_size=600, out_dir=out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def base_models(tokenizer_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """One saved random base model per architecture, sharing the trained tokenizer."""
+    from transformers import AutoTokenizer
+
+    root = tmp_path_factory.mktemp("bases")
+    out = {}
+    for arch in ARCHITECTURES:
+        build_tiny(
+            TinySpec(arch=arch), AutoTokenizer.from_pretrained(tokenizer_dir), root / arch, seed=1
+        )
+        out[arch] = root / arch
+    return out

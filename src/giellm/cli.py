@@ -11,19 +11,10 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.progress import (
-    MofNCompleteColumn,
-    Progress,
-    ProgressColumn,
-    SpinnerColumn,
-    Task,
-    TextColumn,
-    TimeElapsedColumn,
-)
 from rich.table import Table
-from rich.text import Text
 
 from giellm.errors import GiellmError
+from giellm.progress import err_console, record_progress
 
 app = typer.Typer(
     help="giellm: unified Japanese information extraction (TC, SA, NER, RE, EE, PAS).",
@@ -31,28 +22,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-err_console = Console(stderr=True)
 out_console = Console()
-
-
-class _Rate(ProgressColumn):
-    """Records per second (the total of a streamed file is unknown, so no ETA)."""
-
-    def render(self, task: Task) -> Text:
-        return Text(f"{task.speed or 0:,.0f} rec/s")
-
-
-def _progress() -> Progress:
-    return Progress(
-        SpinnerColumn(),
-        TextColumn("{task.description}"),
-        MofNCompleteColumn(),
-        _Rate(),
-        TimeElapsedColumn(),
-        console=err_console,
-        transient=True,
-        disable=not err_console.is_terminal,
-    )
 
 
 @app.command()
@@ -71,7 +41,7 @@ def convert(
     fmt = get_format(from_format)
     notes: Counter[str] = Counter()
     started = time.perf_counter()
-    with _progress() as bar:
+    with record_progress() as bar:
         records = bar.track(fmt.read(input, task, notes), description=f"converting {input.name}")
         count = write_jsonl(output, records)
     seconds = time.perf_counter() - started
@@ -189,6 +159,178 @@ def datasets(
             str(row["counts"].get("dev", "–")),
         )
     out_console.print(table)
+
+
+ModelOption = Annotated[
+    Path | None, typer.Option("--model", "-m", help="model directory (default: the embedded one)")
+]
+SchemaOption = Annotated[
+    str | None,
+    typer.Option("--schema", help="constrain to this dataset's label sets (default: the model's)"),
+]
+ConstrainOption = Annotated[
+    bool, typer.Option("--constrain/--no-constrain", help="grammar-constrained decoding")
+]
+BatchOption = Annotated[int, typer.Option(help="windows generated together")]
+
+
+def _extractor(model: Path | None, constrain: bool, batch_size: int, device: str) -> Any:
+    from transformers.utils import logging as hf_logging
+
+    from giellm.generate import Extractor
+
+    hf_logging.disable_progress_bar()
+    if batch_size < 1:
+        raise GiellmError("--batch-size must be at least 1")
+    return Extractor(model, device=device, constrained=constrain, batch_size=batch_size)
+
+
+@app.command()
+def extract(
+    texts: Annotated[list[str], typer.Argument(help="text(s) to analyse; '-' reads stdin lines")],
+    task: Annotated[str, typer.Option("--task", "-t", help="TC SA NER RE EE PAS")],
+    model: ModelOption = None,
+    schema: SchemaOption = None,
+    constrain: ConstrainOption = True,
+    batch_size: BatchOption = 16,
+    device: Annotated[str, typer.Option(help="cpu, cuda, cuda:1, …")] = "cpu",
+) -> None:
+    """Extract one task from text and print one JSON record per text."""
+    from giellm.data.jsonl import dumps
+    from giellm.tasks import get_task
+
+    get_task(task)  # fail on a bad task before loading the model
+    if texts == ["-"]:
+        texts = [line.rstrip("\n") for line in sys.stdin if line.strip()]
+    if not texts or not all(t.strip() for t in texts):
+        raise GiellmError("give at least one non-empty text")
+    extractor = _extractor(model, constrain, batch_size, device)
+    for record in extractor.extract(texts, task=task, schema=schema):
+        print(dumps(record))
+
+
+@app.command()
+def predict(
+    input: Annotated[Path, typer.Argument(help="records to predict (unified JSONL or --from)")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="predicted JSONL to write")],
+    model: ModelOption = None,
+    from_format: Annotated[
+        str, typer.Option("--from", help="input format (see `giellm datasets`)")
+    ] = "jsonl",
+    task: Annotated[
+        str | None, typer.Option("--task", "-t", help="task (default: each record's own)")
+    ] = None,
+    schema: SchemaOption = None,
+    constrain: ConstrainOption = True,
+    batch_size: BatchOption = 16,
+    device: Annotated[str, typer.Option(help="cpu, cuda, cuda:1, …")] = "cpu",
+) -> None:
+    """Predict every record of a file in batches; same ids, same order, written atomically."""
+    from giellm.data.jsonl import write_jsonl
+    from giellm.data.registry import get_format
+    from giellm.tasks import project
+
+    fmt = get_format(from_format)
+    if task is None and from_format != "jsonl":
+        raise GiellmError(f"--from {from_format} needs --task")
+    if task is None:
+        from giellm.data.jsonl import read_unique
+
+        records = read_unique(input)
+    else:
+        records = [project(ex, task) for ex in fmt.read(input, task)]
+    if not records:
+        raise GiellmError(f"{input}: no records to predict")
+    extractor = _extractor(model, constrain, batch_size, device)
+    started = time.perf_counter()
+    with record_progress() as bar:
+        progress = bar.add_task(f"predicting {input.name}", total=len(records))
+        predictions = extractor.predict(
+            records, schema=schema, on_record=lambda _: bar.advance(progress)
+        )
+        count = write_jsonl(output, (p.example for p in predictions))
+    seconds = time.perf_counter() - started
+    stats = extractor.stats
+    err_console.print(
+        f"wrote {count} predictions to {output} in {seconds:.1f} s "
+        f"({count / seconds:.1f} rec/s, {stats.generated_tokens / seconds:,.0f} generated tok/s; "
+        f"{stats.windows} windows, {stats.dropped} items dropped by the decoder, "
+        f"{stats.truncated} windows cut at max_new_tokens)"
+    )
+
+
+def _pool(spec: str) -> dict[str, Any]:
+    parts = spec.split(":")
+    if len(parts) not in (2, 3) or not all(parts):
+        raise GiellmError(f"--data {spec!r}: expected DATASET:TASK or DATASET:TASK:WEIGHT")
+    pool: dict[str, Any] = {"dataset": parts[0], "task": parts[1]}
+    if len(parts) == 3:
+        try:
+            pool["weight"] = float(parts[2])
+        except ValueError:
+            raise GiellmError(f"--data {spec!r}: weight {parts[2]!r} is not a number") from None
+    return pool
+
+
+@app.command()
+def train(
+    config: Annotated[
+        Path | None, typer.Option("--config", "-c", help="YAML training config (configs/*.yaml)")
+    ] = None,
+    output_dir: Annotated[str | None, typer.Option(help="where the model goes")] = None,
+    base_model: Annotated[
+        str | None, typer.Option(help="local HF causal LM directory to fine-tune")
+    ] = None,
+    data: Annotated[
+        list[str] | None,
+        typer.Option("--data", "-d", help="pool DATASET:TASK[:WEIGHT]; repeat for a mix"),
+    ] = None,
+    lora: Annotated[
+        bool | None, typer.Option("--lora/--full", help="LoRA adapters, or every weight")
+    ] = None,
+    lora_r: Annotated[int | None, typer.Option(help="LoRA rank")] = None,
+    lora_alpha: Annotated[int | None, typer.Option(help="LoRA alpha")] = None,
+    lora_targets: Annotated[
+        str | None, typer.Option(help="comma-separated module names (default: all linear)")
+    ] = None,
+    epochs: Annotated[float | None, typer.Option(help="passes over the mix")] = None,
+    max_steps: Annotated[int | None, typer.Option(help="stop after N steps")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="records per step")] = None,
+    lr: Annotated[float | None, typer.Option(help="peak learning rate")] = None,
+) -> None:
+    """Fine-tune a causal LM on a multi-task mix (LoRA or full); see configs/ for examples."""
+    from giellm.train import run
+    from giellm.train_config import config_from_dict, load_config
+
+    overrides: dict[str, Any] = {
+        "output_dir": output_dir,
+        "base_model": base_model,
+        "epochs": epochs,
+        "max_steps": max_steps,
+        "batch_size": batch_size,
+        "lr": lr,
+        "data": [_pool(d) for d in data] if data else None,
+    }
+    if config is not None:
+        settings = load_config(config, **overrides)
+    else:
+        if output_dir is None or not data:
+            raise GiellmError("give --config, or --output-dir and at least one --data")
+        settings = config_from_dict({k: v for k, v in overrides.items() if v is not None})
+    if lora is False:
+        settings.lora = None
+    elif lora or lora_r or lora_alpha or lora_targets:
+        from giellm.train_config import LoraSettings
+
+        current = settings.lora or LoraSettings()
+        settings.lora = LoraSettings(
+            r=lora_r or current.r,
+            alpha=lora_alpha or current.alpha,
+            dropout=current.dropout,
+            target_modules=lora_targets.split(",") if lora_targets else current.target_modules,
+        )
+    final = run(settings)
+    err_console.print(f"model saved to {final}")
 
 
 def main() -> None:

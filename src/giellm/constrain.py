@@ -1,0 +1,274 @@
+"""Constrained decoding: generation can only write targets that `format.decode` fully accepts.
+
+For one task, label schema and input text, `Grammar` is a byte-level automaton of the target
+layout (see `giellm.format`): `<label>` from the label set, then items whose types, relations
+and roles come from the schema and whose spans are substrings of the input text, ending on a
+character boundary, with `\\ ; , ( ) #` escaped and an optional `#k` occurrence marker.
+End-of-sequence is allowed only where the target is complete.
+
+Tokens are checked by their bytes (`model.tokenizer.token_bytes`), walking a byte trie of the
+vocabulary, so a Japanese character split over several tokens, or a token that crosses a
+separator, is handled the same way for every tokenizer. `GrammarLogitsProcessor` keeps one
+automaton state per batch row and masks every token that would leave the layout.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from giellm.format import SPECIAL, escape
+from giellm.tasks import LabelSchema, get_task
+
+_SPECIAL_BYTES = frozenset(c.encode()[0] for c in SPECIAL)
+_BACKSLASH, _HASH = ord("\\"), ord("#")
+_OPEN, _CLOSE = ord("<"), ord(">")
+_COLON, _COMMA, _SEMI = ord(":"), ord(","), ord(";")
+_LPAREN, _RPAREN, _NEWLINE = ord("("), ord(")"), ord("\n")
+_MAX_MARKER_DIGITS = 3
+
+# A state is a small hashable tuple; the first field names the place in the layout:
+#   ("open",)                         before `<`
+#   ("lit", kind, prefix)             inside a closed-set name (label, type, relation, role)
+#   ("after_label",)                  after `>`
+#   ("span", kind, positions, escaped, nonempty)
+#                                     inside a span; positions = byte offsets in the text where
+#                                     the next byte must match (None: anywhere, nothing read yet)
+#   ("marker", kind, digits)          inside `#k`
+#   ("args",)                         after an event trigger's `(`
+#   ("item_end",)                     after an event's `)`
+State = tuple[Any, ...]
+
+OPEN: State = ("open",)
+
+
+@dataclass(frozen=True)
+class _Literal:
+    """A closed set of names (already escaped) or, when `names` is None, any plain name."""
+
+    names: frozenset[bytes] | None
+    follow: int  # the byte that ends the name
+    allow_empty: bool = False
+    prefixes: frozenset[bytes] = field(init=False)
+
+    def __post_init__(self) -> None:
+        names = self.names or frozenset()
+        prefixes = {name[:i] for name in names for i in range(len(name) + 1)}
+        object.__setattr__(self, "prefixes", frozenset(prefixes))
+
+    def complete(self, prefix: bytes) -> bool:
+        if not prefix:
+            return self.allow_empty
+        return self.names is None or prefix in self.names
+
+    def extends(self, prefix: bytes, byte: int) -> bytes | None:
+        if self.names is None:
+            blocked = byte in _SPECIAL_BYTES or byte in (self.follow, _NEWLINE, _OPEN, _CLOSE)
+            return None if blocked else b"x"  # open names: only "non-empty" matters
+        longer = prefix + bytes([byte])
+        return longer if longer in self.prefixes else None
+
+
+def _names(values: frozenset[str] | None, *, escaped: bool = True) -> frozenset[bytes] | None:
+    if values is None:
+        return None
+    return frozenset((escape(v) if escaped else v).encode() for v in values)
+
+
+def _span(kind: str) -> State:
+    return ("span", kind, None, False, False)
+
+
+class Grammar:
+    """The target layout of `task` for one input `text`, as a byte automaton."""
+
+    def __init__(self, task: str, schema: LabelSchema, text: str) -> None:
+        spec = get_task(task)
+        self.family = spec.family
+        self.text = text.encode()
+        self.starts = tuple(i for i, b in enumerate(self.text) if b & 0xC0 != 0x80)
+        by_first: dict[int, set[int]] = {}
+        for i in self.starts:
+            by_first.setdefault(self.text[i], set()).add(i + 1)
+        self.after_first = {b: frozenset(ends) for b, ends in by_first.items()}
+        labels = _names(schema.labels, escaped=False)
+        self.literals = {
+            # `<>` is always allowed: a record may have no text-level label
+            "label": _Literal(labels, _CLOSE, allow_empty=True),
+            "etype": _Literal(_names(schema.entity_types), _COLON),
+            "rtype": _Literal(_names(schema.relation_types), _COMMA),
+            "evtype": _Literal(_names(schema.event_types), _COLON),
+            "role": _Literal(_names(schema.roles), _COLON),
+        }
+        self.item_start: State = {
+            "entities": ("lit", "etype", b""),
+            "relations": _span("head"),
+            "events": ("lit", "evtype", b"") if spec.typed_events else _span("trig"),
+        }.get(self.family, ("none",))
+        # what ends each kind of span, and whether the target may end right after it
+        self.span_ends: dict[str, dict[int, State]] = {
+            "ent": {_SEMI: self.item_start},
+            "head": {_COMMA: ("lit", "rtype", b"")},
+            "tail": {_SEMI: self.item_start},
+            "trig": {_LPAREN: ("args",)},
+            "arg": {_COMMA: ("lit", "role", b""), _RPAREN: ("item_end",)},
+        }
+        self.final_spans = frozenset({"ent", "tail"})
+        self.after_literal: dict[str, State] = {
+            "label": ("after_label",),
+            "etype": _span("ent"),
+            "rtype": _span("tail"),
+            "evtype": _span("trig"),
+            "role": _span("arg"),
+        }
+
+    # --- the automaton ----------------------------------------------------------------------
+
+    def accepts(self, state: State) -> bool:
+        """May the target end (end-of-sequence) in `state`?"""
+        place = state[0]
+        if place in ("after_label", "item_end"):
+            return True
+        if place == "span":
+            _, kind, positions, escaped, nonempty = state
+            return (
+                kind in self.final_spans and nonempty and not escaped and self._boundary(positions)
+            )
+        if place == "marker":
+            return state[1] in self.final_spans and state[2] > 0
+        return False
+
+    def step(self, state: State, byte: int) -> State | None:
+        """The state after reading `byte`, or None when the byte would break the layout."""
+        place = state[0]
+        if place == "open":
+            return ("lit", "label", b"") if byte == _OPEN else None
+        if place == "lit":
+            _, kind, prefix = state
+            literal = self.literals[kind]
+            if byte == literal.follow and literal.complete(prefix):
+                return self.after_literal[kind]
+            longer = literal.extends(prefix, byte)
+            return None if longer is None else ("lit", kind, longer)
+        if place == "after_label":
+            return None if self.family == "none" else self.step(self.item_start, byte)
+        if place == "item_end":
+            return self.item_start if byte == _SEMI else None
+        if place == "args":
+            return ("item_end",) if byte == _RPAREN else self.step(("lit", "role", b""), byte)
+        if place == "span":
+            return self._span_step(state, byte)
+        if place == "marker":
+            _, kind, digits = state
+            if 48 <= byte <= 57 and digits < _MAX_MARKER_DIGITS:
+                return ("marker", kind, digits + 1)
+            return self.span_ends[kind].get(byte) if digits else None
+        return None
+
+    def _boundary(self, positions: frozenset[int] | None) -> bool:
+        n = len(self.text)
+        return positions is not None and any(
+            p == n or self.text[p] & 0xC0 != 0x80 for p in positions
+        )
+
+    def _match(self, kind: str, positions: frozenset[int] | None, byte: int) -> State | None:
+        if positions is None:
+            nxt = self.after_first.get(byte, frozenset())
+        else:
+            n = len(self.text)
+            nxt = frozenset(p + 1 for p in positions if p < n and self.text[p] == byte)
+        return ("span", kind, nxt, False, True) if nxt else None
+
+    def _span_step(self, state: State, byte: int) -> State | None:
+        _, kind, positions, escaped, nonempty = state
+        if escaped:
+            return self._match(kind, positions, byte) if byte in _SPECIAL_BYTES else None
+        if nonempty and self._boundary(positions):
+            if byte in self.span_ends[kind]:
+                return self.span_ends[kind][byte]
+            if byte == _HASH:
+                return ("marker", kind, 0)
+        if byte == _BACKSLASH:
+            candidates = self.starts if positions is None else positions
+            n = len(self.text)
+            if any(p < n and self.text[p] in _SPECIAL_BYTES for p in candidates):
+                return ("span", kind, positions, True, nonempty)
+            return None
+        if byte in _SPECIAL_BYTES:
+            return None
+        return self._match(kind, positions, byte)
+
+
+class VocabTrie:
+    """The tokenizer's vocabulary as a byte trie, built once per tokenizer."""
+
+    def __init__(self, pieces: Sequence[bytes | None], eos_id: int) -> None:
+        self.root: dict[int, Any] = {}
+        self.eos_id = eos_id
+        self.size = len(pieces)
+        for token_id, piece in enumerate(pieces):
+            if not piece:
+                continue
+            node = self.root
+            for byte in piece:
+                node = node.setdefault(byte, {})
+            node.setdefault(-1, []).append(token_id)
+
+    def allowed(self, grammar: Grammar, state: State) -> dict[int, State]:
+        """Every token that keeps `state` in the layout, with the state it leads to."""
+        out: dict[int, State] = {}
+        stack = [(self.root, state)]
+        while stack:
+            node, current = stack.pop()
+            for byte, child in node.items():
+                if byte == -1:
+                    continue
+                nxt = grammar.step(current, byte)
+                if nxt is None:
+                    continue
+                for token_id in child.get(-1, ()):
+                    out[token_id] = nxt
+                stack.append((child, nxt))
+        if grammar.accepts(state):
+            out[self.eos_id] = ("done",)
+        return out
+
+
+class GrammarLogitsProcessor:
+    """A transformers LogitsProcessor that keeps each batch row's output inside its grammar.
+
+    Rows are independent (each has its own text and task); a row whose output can go nowhere
+    (it cannot happen with a byte-complete vocabulary) is allowed to end.
+    """
+
+    def __init__(self, trie: VocabTrie, grammars: Sequence[Grammar]) -> None:
+        self.trie = trie
+        self.grammars = list(grammars)
+        self.states: list[State | None] = [OPEN] * len(grammars)
+        self.steps = 0
+        self._cache: list[dict[State, dict[int, State]]] = [{} for _ in grammars]
+
+    def _transitions(self, row: int, state: State) -> dict[int, State]:
+        cache = self._cache[row]
+        if state not in cache:
+            cache[state] = self.trie.allowed(self.grammars[row], state)
+        return cache[state]
+
+    def __call__(self, input_ids: Any, scores: Any) -> Any:
+        import torch
+
+        if self.steps:
+            last = input_ids[:, -1].tolist()
+            for row, state in enumerate(self.states):
+                if state is not None:
+                    self.states[row] = self._transitions(row, state).get(last[row])
+        self.steps += 1
+        mask = torch.full_like(scores, float("-inf"))
+        for row, state in enumerate(self.states):
+            if state is None or state == ("done",):
+                mask[row] = 0  # finished: generate pads it anyway
+                continue
+            allowed = [t for t in self._transitions(row, state) if t < scores.shape[-1]]
+            mask[row, allowed or [self.trie.eos_id]] = 0
+        return scores + mask

@@ -1,0 +1,206 @@
+"""Extraction with a trained model: windows, batched greedy generation, decoding, merging.
+
+Records are cut into the windows the model was trained on, windows of similar prompt length are
+batched with left padding (so every row's next token sits in the last column and the KV cache is
+reused step to step), each row is constrained to its task's layout by default, and the decoded
+windows are merged back into one record per input, in input order, with the same ids.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from itertools import islice
+from pathlib import Path
+from typing import Any
+
+from giellm.constrain import Grammar, GrammarLogitsProcessor, VocabTrie
+from giellm.data.registry import get_format
+from giellm.format import decode
+from giellm.model.loading import load_model
+from giellm.model.sequences import pad_batch, prompt_ids
+from giellm.model.tokenizer import token_bytes
+from giellm.schema import Example
+from giellm.tasks import LabelSchema, get_task
+from giellm.windows import merge, window_bounds
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """One predicted record and what its decoding left out."""
+
+    example: Example
+    dropped: tuple[str, ...] = ()
+    truncated: int = 0  # windows whose output hit max_new_tokens before it ended
+
+
+@dataclass
+class _Window:
+    record: int
+    start: int
+    source: Example
+    ids: list[int]
+    generated: str = ""
+    ended: bool = True
+
+
+@dataclass
+class Stats:
+    """Running totals of a prediction job (for the CLI summary and benchmarks)."""
+
+    records: int = 0
+    windows: int = 0
+    generated_tokens: int = 0
+    dropped: int = 0
+    truncated: int = 0
+    tasks: dict[str, int] = field(default_factory=dict)
+
+
+def _model_limit(model: Any) -> int | None:
+    config = model.config
+    for name in ("max_position_embeddings", "n_positions"):
+        value = getattr(config, name, None)
+        if isinstance(value, int):
+            return value
+    return None
+
+
+class Extractor:
+    """A loaded model that extracts any of its tasks from Japanese text.
+
+    >>> ex = Extractor()                                   # the embedded default model
+    >>> ex.extract("日立製作所の山田太郎社長が会見した。", task="NER")
+    """
+
+    def __init__(
+        self,
+        model: str | Path | None = None,
+        *,
+        device: str = "cpu",
+        constrained: bool = True,
+        batch_size: int = 16,
+        max_new_tokens: int | None = None,
+    ) -> None:
+        self.model, self.tokenizer, self.meta = load_model(model, device=device)
+        self.device = device
+        self.constrained = constrained
+        self.batch_size = batch_size
+        self.max_new_tokens = max_new_tokens or self.meta.max_new_tokens
+        self.stats = Stats()
+        self._trie: VocabTrie | None = None
+
+    @property
+    def trie(self) -> VocabTrie:
+        if self._trie is None:
+            self._trie = VocabTrie(token_bytes(self.tokenizer), self.tokenizer.eos_token_id)
+        return self._trie
+
+    def schema(self, task: str, schema: LabelSchema | str | None = None) -> LabelSchema:
+        """The label sets to constrain `task` to: given, a dataset's by name, or the model's."""
+        if isinstance(schema, LabelSchema):
+            return schema
+        name = get_task(task).name
+        if isinstance(schema, str):
+            return get_format(schema).schema(name)
+        return self.meta.schemas.get(name, LabelSchema())
+
+    def extract(
+        self, texts: str | Sequence[str], task: str, schema: LabelSchema | str | None = None
+    ) -> list[Example]:
+        """Extract `task` from each text; returns one record per text (ids "0", "1", …)."""
+        if isinstance(texts, str):
+            texts = [texts]
+        name = get_task(task).name
+        records = [Example(id=str(i), task=name, text=t) for i, t in enumerate(texts)]
+        return [p.example for p in self.predict(records, schema=schema)]
+
+    def predict(
+        self,
+        records: Iterable[Example],
+        *,
+        schema: LabelSchema | str | None = None,
+        chunk: int = 256,
+        on_record: Callable[[Prediction], None] | None = None,
+    ) -> Iterator[Prediction]:
+        """Predictions for `records` (their gold fields are ignored), lazily and in order."""
+        it = iter(records)
+        while batch := list(islice(it, chunk)):
+            for prediction in self._predict_chunk(batch, schema):
+                if on_record is not None:
+                    on_record(prediction)
+                yield prediction
+
+    # --- internals ---------------------------------------------------------------------------
+
+    def _windows(self, records: Sequence[Example]) -> list[_Window]:
+        size, overlap = self.meta.window_chars, self.meta.window_overlap
+        out = []
+        for i, rec in enumerate(records):
+            bounds = window_bounds(len(rec.text), size, overlap)
+            if get_task(rec.task).family == "none":
+                bounds = bounds[: self.meta.label_windows]
+            for start, end in bounds:
+                part = Example(id=rec.id, task=rec.task, text=rec.text[start:end])
+                out.append(_Window(i, start, part, prompt_ids(self.tokenizer, part.text, rec.task)))
+        return out
+
+    def _predict_chunk(
+        self, records: Sequence[Example], schema: LabelSchema | str | None
+    ) -> list[Prediction]:
+        windows = self._windows(records)
+        schemas = {rec.task: self.schema(rec.task, schema) for rec in records}
+        order = sorted(range(len(windows)), key=lambda k: len(windows[k].ids))
+        for k in range(0, len(order), self.batch_size):
+            self._generate([windows[j] for j in order[k : k + self.batch_size]], schemas)
+        parts: list[list[tuple[int, Example]]] = [[] for _ in records]
+        dropped: list[list[str]] = [[] for _ in records]
+        truncated = [0] * len(records)
+        for w in windows:
+            decoded = decode(w.generated, w.source, schemas[w.source.task])
+            parts[w.record].append((w.start, decoded.example))
+            dropped[w.record] += decoded.dropped
+            truncated[w.record] += not w.ended
+        out = []
+        for i, rec in enumerate(records):
+            source = Example(id=rec.id, task=rec.task, text=rec.text)
+            out.append(Prediction(merge(source, parts[i]), tuple(dropped[i]), truncated[i]))
+            self.stats.tasks[rec.task] = self.stats.tasks.get(rec.task, 0) + 1
+        self.stats.records += len(records)
+        self.stats.windows += len(windows)
+        self.stats.dropped += sum(len(d) for d in dropped)
+        self.stats.truncated += sum(truncated)
+        return out
+
+    def _generate(self, batch: list[_Window], schemas: dict[str, LabelSchema]) -> None:
+        import torch
+
+        tok = self.tokenizer
+        padded, masks = pad_batch([w.ids for w in batch], tok.pad_token_id, left=True)
+        input_ids = torch.tensor(padded, device=self.device)
+        budget = self.max_new_tokens
+        limit = _model_limit(self.model)
+        if limit is not None:
+            budget = max(1, min(budget, limit - input_ids.shape[1]))
+        processors = []
+        if self.constrained:
+            grammars = [
+                Grammar(w.source.task, schemas[w.source.task], w.source.text) for w in batch
+            ]
+            processors.append(GrammarLogitsProcessor(self.trie, grammars))
+        with torch.inference_mode():
+            output = self.model.generate(
+                input_ids=input_ids,
+                attention_mask=torch.tensor(masks, device=self.device),
+                max_new_tokens=budget,
+                do_sample=False,
+                use_cache=True,
+                logits_processor=processors,
+                pad_token_id=tok.pad_token_id,
+                eos_token_id=tok.eos_token_id,
+            )
+        for w, row in zip(batch, output[:, input_ids.shape[1] :].tolist(), strict=True):
+            ended = tok.eos_token_id in row
+            row = row[: row.index(tok.eos_token_id)] if ended else row
+            w.generated = tok.decode(row, skip_special_tokens=True)
+            w.ended = ended
+            self.stats.generated_tokens += len(row)

@@ -1,0 +1,461 @@
+"""Fine-tuning one causal LM on the multi-task mix (full or LoRA), and tiny-model pretraining.
+
+Stages, each optional but the last:
+1. base: a local HF model (`base_model`), or a from-scratch tokenizer and tiny model;
+2. pretrain: plain next-token prediction on unlabeled text (only for a from-scratch model);
+3. fine-tune: the MRE mix of tasks, loss on the target only, dev loss as it goes.
+
+The loop runs through `accelerate`, so `accelerate launch -m giellm.cli train …` (with or without
+the DeepSpeed config in `configs/`) trains on several GPUs with no code change.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import shutil
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from giellm.data.mix import mix
+from giellm.data.registry import dataset_path, get_format, shared_data_dir
+from giellm.errors import GiellmError
+from giellm.model.loading import ModelMeta, merge_schemas
+from giellm.model.sequences import IGNORE, pad_batch, training_pair
+from giellm.model.tiny import build_tiny
+from giellm.model.tokenizer import train_tokenizer
+from giellm.schema import Example
+from giellm.tasks import LabelSchema, get_task
+from giellm.train_config import DataSource, TrainConfig
+from giellm.windows import crop, window_bounds
+
+Log = Callable[[dict[str, Any]], None]
+
+
+# --- data --------------------------------------------------------------------------------------
+
+
+def _source_path(source: DataSource, split: str) -> Path:
+    explicit = source.train if split == "train" else source.dev
+    if explicit is not None:
+        return Path(explicit)
+    data_dir = shared_data_dir()
+    if data_dir is None:
+        raise GiellmError(f"{source.dataset}: no file given and no shared data directory found")
+    return dataset_path(get_format(source.dataset), split, data_dir)
+
+
+def read_source(source: DataSource, split: str) -> list[Example]:
+    """All records of one pool's split, projected on its task."""
+    fmt = get_format(source.dataset)
+    return list(fmt.read(_source_path(source, split), get_task(source.task).name))
+
+
+def windowed(
+    examples: Sequence[Example], size: int, overlap: int, label_windows: int = 1
+) -> list[Example]:
+    """Long records cut into windows; label-only tasks keep the first few (title and lead)."""
+    out = []
+    for ex in examples:
+        bounds = window_bounds(len(ex.text), size, overlap)
+        if get_task(ex.task).family == "none":
+            bounds = bounds[:label_windows]
+        for k, (start, end) in enumerate(bounds):
+            part = crop(ex, start, end)
+            if part.text.strip():
+                out.append(
+                    part if len(bounds) == 1 else part.model_copy(update={"id": f"{ex.id}#w{k}"})
+                )
+    return out
+
+
+def schemas_of(sources: Sequence[DataSource]) -> dict[str, LabelSchema]:
+    """Per task, the union of the pools' label sets: what constrained decoding may emit."""
+    by_task: dict[str, list[LabelSchema]] = {}
+    for s in sources:
+        by_task.setdefault(get_task(s.task).name, []).append(get_format(s.dataset).schema(s.task))
+    return {task: merge_schemas(schemas) for task, schemas in by_task.items()}
+
+
+@dataclass
+class Encoded:
+    ids: list[list[int]]
+    labels: list[list[int]]
+    skipped: int
+
+
+def encode_all(tokenizer: Any, examples: Sequence[Example], max_len: int) -> Encoded:
+    ids, labels, skipped = [], [], 0
+    for ex in examples:
+        x, y = training_pair(tokenizer, ex)
+        if len(x) > max_len:
+            skipped += 1
+            continue
+        ids.append(x)
+        labels.append(y)
+    return Encoded(ids, labels, skipped)
+
+
+def length_batches(lengths: Sequence[int], batch_size: int, seed: int) -> list[list[int]]:
+    """Batches of similar length (less padding, faster on CPU), in a seeded random order."""
+    rng = random.Random(seed)
+    order = list(range(len(lengths)))
+    rng.shuffle(order)
+    chunk = batch_size * 32
+    batches = []
+    for i in range(0, len(order), chunk):
+        group = sorted(order[i : i + chunk], key=lambda j: lengths[j])
+        batches += [group[k : k + batch_size] for k in range(0, len(group), batch_size)]
+    rng.shuffle(batches)
+    return batches
+
+
+def pack(tokenizer: Any, texts: Sequence[str], seq_len: int) -> list[list[int]]:
+    """Texts joined by EOS and cut into `seq_len` blocks (the last partial block dropped)."""
+    stream: list[int] = []
+    for text in texts:
+        stream += tokenizer(text, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+    return [stream[i : i + seq_len] for i in range(0, len(stream) - seq_len + 1, seq_len)]
+
+
+def corpus_texts(datasets: Sequence[str]) -> list[str]:
+    """The train-split texts of shared datasets (never dev: the dev figures stay honest)."""
+    texts: list[str] = []
+    for name in datasets:
+        fmt = get_format(name)
+        texts += [
+            ex.text for ex in read_source(DataSource(dataset=name, task=fmt.tasks[0]), "train")
+        ]
+    return texts
+
+
+# --- the loop ----------------------------------------------------------------------------------
+
+
+def _collate(rows: list[tuple[list[int], list[int]]], pad_id: int) -> dict[str, Any]:
+    import torch
+
+    ids, mask = pad_batch([r[0] for r in rows], pad_id)
+    labels, _ = pad_batch([r[1] for r in rows], pad_id, value=IGNORE)
+    return {
+        "input_ids": torch.tensor(ids),
+        "attention_mask": torch.tensor(mask),
+        "labels": torch.tensor(labels),
+    }
+
+
+def _loader(
+    ids: list[list[int]], labels: list[list[int]], batches: list[list[int]], pad_id: int
+) -> Any:
+    from torch.utils.data import DataLoader
+
+    rows = list(zip(ids, labels, strict=True))
+    return DataLoader(rows, batch_sampler=batches, collate_fn=lambda b: _collate(b, pad_id))
+
+
+def fit(
+    model: Any,
+    *,
+    stage: str,
+    train: Encoded,
+    dev: Encoded | None,
+    config: TrainConfig,
+    lr: float,
+    batch_size: int,
+    epochs: float,
+    max_steps: int | None,
+    pad_id: int,
+    log: Log,
+    checkpoint: Callable[[Any, int], None] | None = None,
+) -> Any:
+    """Train `model` on encoded rows; returns the unwrapped model. Logs loss and tokens/s."""
+    import torch
+    from accelerate import Accelerator
+    from transformers import get_cosine_schedule_with_warmup
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+
+    from giellm.progress import training_progress
+
+    if not train.ids:
+        raise GiellmError(
+            f"{stage}: no training records (all longer than max_len={config.max_len}?)"
+        )
+    accelerator = Accelerator(
+        gradient_accumulation_steps=config.grad_accum, mixed_precision=config.mixed_precision
+    )
+    lengths = [len(x) for x in train.ids]
+    per_epoch = math.ceil(len(lengths) / batch_size)
+    steps = max_steps or max(1, math.ceil(per_epoch * epochs / config.grad_accum))
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=config.weight_decay)
+    scheduler = get_cosine_schedule_with_warmup(
+        optimizer, math.ceil(steps * config.warmup_ratio), steps
+    )
+    model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+
+    def epoch_loader(epoch: int) -> Any:
+        batches = length_batches(lengths, batch_size, config.seed + epoch)
+        return accelerator.prepare(_loader(train.ids, train.labels, batches, pad_id))
+
+    def dev_loss() -> float | None:
+        if dev is None or not dev.ids:
+            return None
+        model.eval()
+        total, count = 0.0, 0
+        dev_lengths = [len(x) for x in dev.ids]
+        batches = length_batches(dev_lengths, batch_size, 0)
+        with torch.no_grad():
+            for batch in accelerator.prepare(_loader(dev.ids, dev.labels, batches, pad_id)):
+                n = int((batch["labels"] != IGNORE).sum())
+                total += float(model(**batch).loss) * n
+                count += n
+        model.train()
+        return total / max(count, 1)
+
+    model.train()
+    step, epoch, tokens, window_loss, window_n = 0, 0, 0, 0.0, 0
+    started = time.perf_counter()
+    with training_progress(stage, steps, enabled=accelerator.is_main_process) as bar:
+        while step < steps:
+            for batch in epoch_loader(epoch):
+                with accelerator.accumulate(model):
+                    loss = model(**batch).loss
+                    accelerator.backward(loss)
+                    if accelerator.sync_gradients:
+                        accelerator.clip_grad_norm_(params, 1.0)
+                    optimizer.step()
+                    scheduler.step()
+                    optimizer.zero_grad()
+                tokens += int(batch["attention_mask"].sum())
+                window_loss += float(loss.detach())
+                window_n += 1
+                if not accelerator.sync_gradients:
+                    continue
+                step += 1
+                rate = tokens / (time.perf_counter() - started)
+                bar.update(step=step, loss=window_loss / window_n, rate=rate)
+                if step % config.log_every == 0 or step == steps:
+                    log(
+                        {
+                            "stage": stage,
+                            "step": step,
+                            "loss": window_loss / window_n,
+                            "lr": scheduler.get_last_lr()[0],
+                            "tokens_per_s": rate,
+                        }
+                    )
+                    window_loss, window_n = 0.0, 0
+                if config.eval_every and step % config.eval_every == 0 and step < steps:
+                    log({"stage": stage, "step": step, "dev_loss": dev_loss()})
+                if checkpoint and config.save_every and step % config.save_every == 0:
+                    accelerator.wait_for_everyone()
+                    if accelerator.is_main_process:
+                        checkpoint(accelerator.unwrap_model(model), step)
+                if step >= steps:
+                    break
+            epoch += 1
+    log(
+        {
+            "stage": stage,
+            "step": step,
+            "dev_loss": dev_loss(),
+            "seconds": time.perf_counter() - started,
+        }
+    )
+    accelerator.wait_for_everyone()
+    return accelerator.unwrap_model(model)
+
+
+# --- stages ------------------------------------------------------------------------------------
+
+
+def _save(model: Any, tokenizer: Any, out: Path, dtype: str) -> None:
+    import torch
+
+    out.mkdir(parents=True, exist_ok=True)
+    if hasattr(model, "peft_config"):
+        model.save_pretrained(out)
+    else:
+        target = getattr(torch, dtype)
+        if target != torch.float32:
+            model = model.to(target)
+        model.save_pretrained(out)
+        if target != torch.float32:
+            model.to(torch.float32)
+    tokenizer.save_pretrained(out)
+
+
+def prepare_base(config: TrainConfig, out: Path, log: Log) -> tuple[Any, Any, Path]:
+    """(model, tokenizer, directory) to fine-tune: the given base or a fresh tiny model."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    torch.manual_seed(config.seed)
+    if config.base_model is not None:
+        base = Path(config.base_model).resolve()
+        if not (base / "config.json").exists():
+            raise GiellmError(f"{base}: base model directory has no config.json")
+        tokenizer = AutoTokenizer.from_pretrained(base)
+        if tokenizer.pad_token_id is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        return AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32), tokenizer, base
+    corpus = corpus_texts(config.pretrain.datasets) if config.pretrain else []
+    corpus += [ex.text for s in config.data for ex in read_source(s, "train")]
+    base = out / "base"
+    started = time.perf_counter()
+    tokenizer = train_tokenizer(corpus, config.vocab_size, base)
+    log(
+        {
+            "stage": "tokenizer",
+            "vocab": len(tokenizer),
+            "texts": len(corpus),
+            "seconds": time.perf_counter() - started,
+        }
+    )
+    model = build_tiny(config.tiny, tokenizer, seed=config.seed)
+    log({"stage": "base", "parameters": sum(p.numel() for p in model.parameters())})
+    if config.pretrain:
+        p = config.pretrain
+        blocks = pack(tokenizer, corpus_texts(p.datasets), p.seq_len)
+        log({"stage": "pretrain", "blocks": len(blocks), "tokens": len(blocks) * p.seq_len})
+        model = fit(
+            model,
+            stage="pretrain",
+            train=Encoded(blocks, blocks, 0),
+            dev=None,
+            config=config,
+            lr=p.lr,
+            batch_size=p.batch_size,
+            epochs=p.epochs,
+            max_steps=p.max_steps,
+            pad_id=tokenizer.pad_token_id,
+            log=log,
+        )
+    _save(model, tokenizer, base, "float32")
+    model.config.name_or_path = str(base.resolve())
+    return model, tokenizer, base.resolve()
+
+
+def _with_lora(model: Any, config: TrainConfig) -> Any:
+    from peft import LoraConfig, get_peft_model
+    from transformers.pytorch_utils import Conv1D
+
+    lora = config.lora
+    assert lora is not None
+    peft_config = LoraConfig(
+        r=lora.r,
+        lora_alpha=lora.alpha,
+        lora_dropout=lora.dropout,
+        target_modules=lora.target_modules or "all-linear",
+        task_type="CAUSAL_LM",
+        # GPT-2 style models store linear weights transposed (Conv1D)
+        fan_in_fan_out=any(isinstance(m, Conv1D) for m in model.modules()),
+    )
+    return get_peft_model(model, peft_config)
+
+
+def run(config: TrainConfig, log: Log | None = None) -> Path:
+    """All stages of `config`; returns the directory of the final model (or adapter)."""
+    if not config.data:
+        raise GiellmError("config has no data: list at least one {dataset, task} pool")
+    out = Path(config.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    log_file = (out / "train_log.jsonl").open("a", encoding="utf-8")
+
+    def write(entry: dict[str, Any]) -> None:
+        log_file.write(json.dumps(entry, ensure_ascii=False) + "\n")
+        log_file.flush()
+        if log is not None:
+            log(entry)
+
+    try:
+        return _run(config, out, write)
+    finally:
+        log_file.close()
+
+
+def _run(config: TrainConfig, out: Path, log: Log) -> Path:
+    pools = {f"{s.dataset}:{s.task}": read_source(s, "train") for s in config.data}
+    weights = {f"{s.dataset}:{s.task}": s.weight for s in config.data}
+    model, tokenizer, base = prepare_base(config, out, log)
+    if config.lora is not None:
+        model = _with_lora(model, config)
+    size, overlap = config.window_chars, config.window_overlap
+    mixed = windowed(
+        mix(pools, weights, total=config.total, seed=config.seed),
+        size,
+        overlap,
+        config.label_windows,
+    )
+    train = encode_all(tokenizer, mixed, config.max_len)
+    dev_pools = {
+        s.dataset + ":" + s.task: read_source(s, "dev") for s in config.data if _has_dev(s)
+    }
+    dev_records = windowed(
+        mix(dev_pools, total=config.eval_records, seed=config.seed) if dev_pools else [],
+        size,
+        overlap,
+    )
+    dev = encode_all(tokenizer, dev_records, config.max_len)
+    log(
+        {
+            "stage": "finetune",
+            "records": len(train.ids),
+            "skipped_too_long": train.skipped,
+            "dev_records": len(dev.ids),
+            "pools": dict(Counter(ex.task for ex in mixed)),
+        }
+    )
+    meta = ModelMeta(
+        schemas_of(config.data), size, overlap, config.max_new_tokens, config.label_windows
+    )
+    trained_dirs: list[Path] = []
+
+    def checkpoint(unwrapped: Any, step: int) -> None:
+        target = out / f"checkpoint-{step}"
+        _save(unwrapped, tokenizer, target, config.save_dtype)
+        meta.save(target)
+        trained_dirs.append(target)
+        while len(trained_dirs) > config.save_total_limit:
+            shutil.rmtree(trained_dirs.pop(0), ignore_errors=True)
+
+    model = fit(
+        model,
+        stage="finetune",
+        train=train,
+        dev=dev,
+        config=config,
+        lr=config.lr,
+        batch_size=config.batch_size,
+        epochs=config.epochs,
+        max_steps=config.max_steps,
+        pad_id=tokenizer.pad_token_id,
+        log=log,
+        checkpoint=checkpoint,
+    )
+    final = out / "final"
+    _save(model, tokenizer, final, config.save_dtype)
+    meta.save(final)
+    log({"stage": "done", "model": str(final), "base": str(base)})
+    return final
+
+
+def _has_dev(source: DataSource) -> bool:
+    try:
+        return _source_path(source, "dev").exists()
+    except GiellmError:
+        return False
+
+
+def iter_log(path: Path) -> Iterator[dict[str, Any]]:
+    """Entries of a `train_log.jsonl` (for reports and tests)."""
+    with path.open(encoding="utf-8") as fh:
+        for line in fh:
+            yield json.loads(line)

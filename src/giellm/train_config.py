@@ -1,0 +1,147 @@
+"""Training settings: dataclasses with help texts that drive both YAML configs and CLI flags.
+
+A config file that names an unknown key fails loudly (with the key's path), as nanoGPT does.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from giellm.errors import GiellmError
+from giellm.model.tiny import TinySpec
+
+
+def _help(text: str, default: Any = dataclasses.MISSING, **kw: Any) -> Any:
+    if default is dataclasses.MISSING:
+        return field(metadata={"help": text}, **kw)
+    return field(default=default, metadata={"help": text}, **kw)
+
+
+@dataclass
+class DataSource:
+    """One pool of the multi-task mix: a dataset (shared name, or a file with its format)."""
+
+    dataset: str = _help("format or shared dataset name (stockmark, livedoor, jsonl, …)")
+    task: str = _help("task to train on (NER, TC, SA, RE, EE, PAS)")
+    weight: float = _help("share of the mix, relative to the other pools", 1.0)
+    train: str | None = _help("training file; default: the shared dataset's train split", None)
+    dev: str | None = _help("dev file for evaluation; default: the shared dev split", None)
+
+
+@dataclass
+class LoraSettings:
+    """LoRA (peft) settings; `target_modules: null` adapts every linear layer."""
+
+    r: int = _help("adapter rank", 16)
+    alpha: int = _help("scaling numerator (scale = alpha / r)", 32)
+    dropout: float = _help("dropout on the adapter input", 0.05)
+    target_modules: list[str] | None = _help("module names to adapt; null: all linear", None)
+
+
+@dataclass
+class PretrainSettings:
+    """Plain language-model pretraining on unlabeled text, before fine-tuning (from scratch)."""
+
+    datasets: list[str] = _help("shared datasets whose train texts form the corpus")
+    seq_len: int = _help("tokens per packed training sequence", 256)
+    epochs: float = _help("passes over the corpus", 1.0)
+    max_steps: int | None = _help("stop after this many steps (overrides epochs)", None)
+    batch_size: int = _help("sequences per step", 16)
+    lr: float = _help("peak learning rate", 1e-3)
+
+
+@dataclass
+class TrainConfig:
+    """Everything `giellm train` needs; YAML keys mirror these field names."""
+
+    output_dir: str = _help("where checkpoints, logs and the final model go")
+    data: list[DataSource] = _help("the task pools of the multi-task mix", default_factory=list)
+    base_model: str | None = _help("local HF causal LM directory; null builds a tiny one", None)
+    tiny: TinySpec = _help("shape of the from-scratch model", default_factory=TinySpec)
+    vocab_size: int = _help("BPE vocabulary of the from-scratch tokenizer", 8000)
+    pretrain: PretrainSettings | None = _help("LM pretraining stage (from scratch only)", None)
+    lora: LoraSettings | None = _help("LoRA settings; null fine-tunes every weight", None)
+    total: int | None = _help("records in the mix; default: sum of the pool sizes", None)
+    epochs: float = _help("passes over the mix", 1.0)
+    max_steps: int | None = _help("stop after this many steps (overrides epochs)", None)
+    batch_size: int = _help("records per step (per device)", 16)
+    grad_accum: int = _help("gradient accumulation steps", 1)
+    lr: float = _help("peak learning rate", 2e-4)
+    warmup_ratio: float = _help("share of steps spent warming the learning rate up", 0.03)
+    weight_decay: float = _help("AdamW weight decay", 0.0)
+    max_len: int = _help("longest training sequence in tokens; longer records are skipped", 512)
+    window_chars: int = _help("input window in characters for long texts", 256)
+    window_overlap: int = _help("overlap between windows in characters", 48)
+    label_windows: int = _help("windows per long text kept for label-only tasks (TC, SA)", 1)
+    max_new_tokens: int = _help("generation budget stored with the model", 256)
+    eval_every: int = _help("evaluate dev loss every N steps (0: only at the end)", 200)
+    eval_records: int = _help("dev records used for the dev loss", 200)
+    save_every: int = _help("checkpoint every N steps (0: only the final model)", 0)
+    save_total_limit: int = _help("checkpoints kept", 2)
+    save_dtype: str = _help("dtype of saved full weights: float32, bfloat16 or float16", "float32")
+    mixed_precision: str = _help("accelerate mixed precision: no, fp16 or bf16", "no")
+    seed: int = _help("seed for the model, the mix and the batch order", 0)
+    log_every: int = _help("log the training loss every N steps", 10)
+
+
+def _build(cls: Any, data: Any, where: str) -> Any:
+    """Instantiate dataclass `cls` from a mapping, recursing into nested dataclasses."""
+    if not isinstance(data, dict):
+        raise GiellmError(f"{where}: expected a mapping, got {type(data).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise GiellmError(f"{where}: unknown key {unknown[0]!r}; known: {', '.join(fields)}")
+    hints = typing.get_type_hints(cls)
+    values = {}
+    for name, value in data.items():
+        values[name] = _coerce(hints[name], value, f"{where}.{name}")
+    try:
+        return cls(**values)
+    except TypeError as err:
+        raise GiellmError(f"{where}: {err}") from None
+
+
+def _coerce(hint: Any, value: Any, where: str) -> Any:
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    if value is None:
+        return None
+    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
+        return _coerce(args[0], value, where)
+    if dataclasses.is_dataclass(hint):
+        return _build(hint, value, where)
+    if typing.get_origin(hint) is list:
+        if not isinstance(value, list):
+            raise GiellmError(f"{where}: expected a list")
+        return [_coerce(args[0], v, f"{where}[{i}]") for i, v in enumerate(value)]
+    if hint is float and isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(hint, type) and not isinstance(value, hint):
+        raise GiellmError(f"{where}: expected {hint.__name__}, got {value!r}")
+    return value
+
+
+def load_config(path: str | Path, **overrides: Any) -> TrainConfig:
+    """Read a YAML config; `overrides` (non-None values) replace top-level keys."""
+    import yaml
+
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except FileNotFoundError:
+        raise GiellmError(f"{path}: no such config file") from None
+    except yaml.YAMLError as err:
+        raise GiellmError(f"{path}: not valid YAML ({err})") from None
+    data.update({k: v for k, v in overrides.items() if v is not None})
+    config: TrainConfig = _build(TrainConfig, data, str(path))
+    return config
+
+
+def config_from_dict(data: dict[str, Any], where: str = "config") -> TrainConfig:
+    config: TrainConfig = _build(TrainConfig, data, where)
+    return config
