@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+import warnings
 from collections import Counter
 from pathlib import Path
 from typing import Annotated, Any
@@ -172,17 +173,29 @@ ConstrainOption = Annotated[
     bool, typer.Option("--constrain/--no-constrain", help="grammar-constrained decoding")
 ]
 BatchOption = Annotated[int, typer.Option(help="windows generated together")]
+MaxNewOption = Annotated[
+    int | None, typer.Option(help="generation budget per window (default: the model's)")
+]
+DeviceOption = Annotated[str, typer.Option(help="cpu, cuda, cuda:1, …")]
 
 
-def _extractor(model: Path | None, constrain: bool, batch_size: int, device: str) -> Any:
+def _extractor(
+    model: Path | None, constrain: bool, batch_size: int, device: str, max_new_tokens: int | None
+) -> Any:
     from transformers.utils import logging as hf_logging
 
     from giellm.generate import Extractor
 
     hf_logging.disable_progress_bar()
-    if batch_size < 1:
-        raise GiellmError("--batch-size must be at least 1")
-    return Extractor(model, device=device, constrained=constrain, batch_size=batch_size)
+    if batch_size < 1 or (max_new_tokens is not None and max_new_tokens < 1):
+        raise GiellmError("--batch-size and --max-new-tokens must be at least 1")
+    return Extractor(
+        model,
+        device=device,
+        constrained=constrain,
+        batch_size=batch_size,
+        max_new_tokens=max_new_tokens,
+    )
 
 
 @app.command()
@@ -193,7 +206,8 @@ def extract(
     schema: SchemaOption = None,
     constrain: ConstrainOption = True,
     batch_size: BatchOption = 16,
-    device: Annotated[str, typer.Option(help="cpu, cuda, cuda:1, …")] = "cpu",
+    max_new_tokens: MaxNewOption = None,
+    device: DeviceOption = "cpu",
 ) -> None:
     """Extract one task from text and print one JSON record per text."""
     from giellm.data.jsonl import dumps
@@ -204,7 +218,7 @@ def extract(
         texts = [line.rstrip("\n") for line in sys.stdin if line.strip()]
     if not texts or not all(t.strip() for t in texts):
         raise GiellmError("give at least one non-empty text")
-    extractor = _extractor(model, constrain, batch_size, device)
+    extractor = _extractor(model, constrain, batch_size, device, max_new_tokens)
     for record in extractor.extract(texts, task=task, schema=schema):
         print(dumps(record))
 
@@ -223,7 +237,8 @@ def predict(
     schema: SchemaOption = None,
     constrain: ConstrainOption = True,
     batch_size: BatchOption = 16,
-    device: Annotated[str, typer.Option(help="cpu, cuda, cuda:1, …")] = "cpu",
+    max_new_tokens: MaxNewOption = None,
+    device: DeviceOption = "cpu",
 ) -> None:
     """Predict every record of a file in batches; same ids, same order, written atomically."""
     from giellm.data.jsonl import write_jsonl
@@ -241,7 +256,7 @@ def predict(
         records = [project(ex, task) for ex in fmt.read(input, task)]
     if not records:
         raise GiellmError(f"{input}: no records to predict")
-    extractor = _extractor(model, constrain, batch_size, device)
+    extractor = _extractor(model, constrain, batch_size, device, max_new_tokens)
     started = time.perf_counter()
     with record_progress() as bar:
         progress = bar.add_task(f"predicting {input.name}", total=len(records))
@@ -335,6 +350,8 @@ def train(
 
 def main() -> None:
     """Entry point: user mistakes become one line on stderr and exit status 2."""
+    # peft 0.21 reads an alias transformers 5 deprecated: noise for our users, not theirs to fix
+    warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated")
     try:
         app()
     except GiellmError as err:
