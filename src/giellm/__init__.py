@@ -1,6 +1,7 @@
 """giellm: unified Japanese information extraction with one fine-tuned LLM (GIELLM)."""
 
 from giellm.format import decode, encode
+from giellm.generate import Extractor, Prediction
 from giellm.schema import Argument, Entity, Event, Example, Relation, Span
 from giellm.tasks import TASKS, LabelSchema, get_task
 
@@ -11,7 +12,9 @@ __all__ = [
     "Entity",
     "Event",
     "Example",
+    "Extractor",
     "LabelSchema",
+    "Prediction",
     "Relation",
     "Span",
     "decode",

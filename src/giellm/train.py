@@ -190,6 +190,9 @@ def fit(
     accelerator = Accelerator(
         gradient_accumulation_steps=config.grad_accum, mixed_precision=config.mixed_precision
     )
+    deepspeed = accelerator.state.deepspeed_plugin
+    if deepspeed is not None:  # our batches come from a sampler, so DeepSpeed is told the size
+        deepspeed.deepspeed_config["train_micro_batch_size_per_gpu"] = batch_size
     lengths = [len(x) for x in train.ids]
     per_epoch = math.ceil(len(lengths) / batch_size)
     steps = max_steps or max(1, math.ceil(per_epoch * epochs / config.grad_accum))
@@ -252,7 +255,12 @@ def fit(
                         }
                     )
                     window_loss, window_n = 0.0, 0
-                if config.eval_every and step % config.eval_every == 0 and step < steps:
+                if (
+                    dev is not None
+                    and config.eval_every
+                    and step % config.eval_every == 0
+                    and step < steps
+                ):
                     log({"stage": stage, "step": step, "dev_loss": dev_loss()})
                 if checkpoint and config.save_every and step % config.save_every == 0:
                     accelerator.wait_for_everyone()
@@ -276,9 +284,18 @@ def fit(
 # --- stages ------------------------------------------------------------------------------------
 
 
-def _save(model: Any, tokenizer: Any, out: Path, dtype: str) -> None:
+def _is_main_process() -> bool:
+    """True except in the non-zero ranks of a multi-process (accelerate/torchrun) launch."""
+    from accelerate import PartialState
+
+    return bool(PartialState().is_main_process)
+
+
+def _save(model: Any, tokenizer: Any, out: Path, dtype: str, meta: ModelMeta | None = None) -> None:
     import torch
 
+    if not _is_main_process():
+        return
     out.mkdir(parents=True, exist_ok=True)
     if hasattr(model, "peft_config"):
         model.save_pretrained(out)
@@ -290,6 +307,8 @@ def _save(model: Any, tokenizer: Any, out: Path, dtype: str) -> None:
         if target != torch.float32:
             model.to(torch.float32)
     tokenizer.save_pretrained(out)
+    if meta is not None:
+        meta.save(out)
 
 
 def prepare_base(config: TrainConfig, out: Path, log: Log) -> tuple[Any, Any, Path]:
@@ -367,6 +386,8 @@ def run(config: TrainConfig, log: Log | None = None) -> Path:
         raise GiellmError("config has no data: list at least one {dataset, task} pool")
     out = Path(config.output_dir)
     out.mkdir(parents=True, exist_ok=True)
+    if not _is_main_process():  # other ranks train in step but neither log nor save
+        return _run(config, out, lambda entry: None)
     log_file = (out / "train_log.jsonl").open("a", encoding="utf-8")
 
     def write(entry: dict[str, Any]) -> None:
@@ -420,8 +441,7 @@ def _run(config: TrainConfig, out: Path, log: Log) -> Path:
 
     def checkpoint(unwrapped: Any, step: int) -> None:
         target = out / f"checkpoint-{step}"
-        _save(unwrapped, tokenizer, target, config.save_dtype)
-        meta.save(target)
+        _save(unwrapped, tokenizer, target, config.save_dtype, meta)
         trained_dirs.append(target)
         while len(trained_dirs) > config.save_total_limit:
             shutil.rmtree(trained_dirs.pop(0), ignore_errors=True)
@@ -441,8 +461,7 @@ def _run(config: TrainConfig, out: Path, log: Log) -> Path:
         checkpoint=checkpoint,
     )
     final = out / "final"
-    _save(model, tokenizer, final, config.save_dtype)
-    meta.save(final)
+    _save(model, tokenizer, final, config.save_dtype, meta)
     log({"stage": "done", "model": str(final), "base": str(base)})
     return final
 

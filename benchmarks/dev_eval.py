@@ -1,0 +1,136 @@
+"""Dev-split figures of a model on every shared task it was trained for, with timings.
+
+Each case predicts a shared dev split (constrained decoding, the model's own label sets narrowed
+to the dataset's) and scores it with `giellm.metrics`; a majority-label row shows what a
+classifier must beat. Prints a table and writes the JSON to results/.
+
+Run: .venv/bin/python benchmarks/dev_eval.py [--model DIR] [--limit N] [--out results/x.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+from collections import Counter
+from pathlib import Path
+
+import torch
+from rich.console import Console
+from rich.table import Table
+
+from giellm.data.registry import load
+from giellm.generate import Extractor
+from giellm.metrics import score
+from giellm.progress import record_progress
+
+CASES = [
+    ("stockmark", "NER"),
+    ("livedoor", "TC"),
+    ("jrte", "SA"),
+    ("kwdlc", "NER"),
+    ("kwdlc", "PAS"),
+    ("jacred", "RE"),
+    ("fkc", "NER"),
+]
+
+
+def _fmt(value: float | None) -> str:
+    return "–" if value is None else f"{value:.3f}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default=None, help="model directory (default: embedded)")
+    parser.add_argument("--limit", type=int, default=None, help="first N dev records per case")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--cases", default=None, help="comma list like stockmark:NER,jrte:SA")
+    parser.add_argument("--out", default="results/tiny_ja_dev.json")
+    args = parser.parse_args()
+    cases = [tuple(c.split(":")) for c in args.cases.split(",")] if args.cases else CASES
+
+    torch.set_num_threads(os.cpu_count() or 1)
+    extractor = Extractor(args.model, batch_size=args.batch_size)
+    rows = []
+    for name, task in cases:
+        gold = load(name, "dev", task)[: args.limit]
+        before = (
+            extractor.stats.dropped,
+            extractor.stats.truncated,
+            extractor.stats.generated_tokens,
+        )
+        started = time.perf_counter()
+        with record_progress() as bar:
+            progress = bar.add_task(f"{name} {task}", total=len(gold))
+            preds = [
+                p.example
+                for p in extractor.predict(
+                    gold, schema=name, on_record=lambda _: bar.advance(progress)
+                )
+            ]
+        seconds = time.perf_counter() - started
+        report = score(gold, preds)
+        labels = Counter(g.label for g in gold)
+        majority = labels.most_common(1)[0][1] / len(gold) if None not in labels else None
+        rows.append(
+            {
+                "dataset": name,
+                "task": task,
+                **{k: v for k, v in report.as_dict().items() if k != "per_type"},
+                "majority_label_accuracy": majority,
+                "seconds": seconds,
+                "records_per_second": len(gold) / seconds,
+                "generated_tokens": extractor.stats.generated_tokens - before[2],
+                "decoder_dropped_items": extractor.stats.dropped - before[0],
+                "truncated_windows": extractor.stats.truncated - before[1],
+            }
+        )
+        print(
+            json.dumps(
+                {k: rows[-1][k] for k in ("dataset", "task", "f1", "text_accuracy", "seconds")}
+            )
+        )
+
+    table = Table(title=f"dev figures of {args.model or 'the embedded model'}")
+    for column in (
+        "dataset",
+        "task",
+        "n",
+        "text acc",
+        "majority",
+        "word acc",
+        "P",
+        "R",
+        "F1",
+        "rec/s",
+        "dropped",
+    ):
+        table.add_column(column, justify="left" if column in ("dataset", "task") else "right")
+    for r in rows:
+        table.add_row(
+            r["dataset"], r["task"], str(r["records"]), _fmt(r["text_accuracy"]),
+            _fmt(r["majority_label_accuracy"]), _fmt(r["word_accuracy"]), _fmt(r["precision"]),
+            _fmt(r["recall"]), _fmt(r["f1"]), f"{r['records_per_second']:.1f}",
+            str(r["decoder_dropped_items"]),
+        )  # fmt: skip
+    Console().print(table)
+    result = {
+        "model": args.model or "embedded default",
+        "limit": args.limit,
+        "batch_size": args.batch_size,
+        "constrained": True,
+        "cases": rows,
+        "cpu_threads": torch.get_num_threads(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+    }
+    Path(args.out).write_text(
+        json.dumps(result, ensure_ascii=False, indent=1) + "\n", encoding="utf-8"
+    )
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,47 @@
+"""Training configs: the shipped ones load, and mistakes name the key and the file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from giellm.errors import GiellmError
+from giellm.train_config import TrainConfig, load_config
+
+CONFIGS = sorted((Path(__file__).resolve().parent.parent / "configs").glob("*.yaml"))
+TRAIN_CONFIGS = [c for c in CONFIGS if not c.name.startswith("accelerate")]
+
+
+@pytest.mark.parametrize("path", TRAIN_CONFIGS, ids=lambda p: p.name)
+def test_shipped_configs_load(path: Path) -> None:
+    config = load_config(path)
+    assert isinstance(config, TrainConfig) and config.data
+    assert all(source.weight > 0 for source in config.data)
+
+
+def test_overrides_replace_top_level_keys(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text(
+        "output_dir: a\ndata: [{dataset: jrte, task: SA}]\nlora: {r: 4}\n", encoding="utf-8"
+    )
+    config = load_config(path, output_dir="b", max_steps=3, lr=None)
+    assert (config.output_dir, config.max_steps, config.lr) == ("b", 3, 2e-4)
+    assert config.lora is not None and (config.lora.r, config.lora.alpha) == (4, 32)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("output_dir: a\nlora: {rank: 4}\n", "c.yaml.lora: unknown key 'rank'"),
+        ("output_dir: a\ndata: [{dataset: jrte}]\n", "c.yaml.data[0]:"),
+        ("output_dir: a\nepochs: many\n", "c.yaml.epochs: expected float, got 'many'"),
+        ("output_dir: [a\n", "c.yaml: not valid YAML"),
+    ],
+)
+def test_config_mistakes_are_named(tmp_path: Path, text: str, message: str) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(GiellmError) as err:
+        load_config(path)
+    assert message in str(err.value)
