@@ -10,6 +10,7 @@ Run: .venv/bin/python benchmarks/dev_eval.py [--model DIR] [--limit N] [--out re
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
@@ -64,12 +65,8 @@ def main() -> None:
         started = time.perf_counter()
         with record_progress() as bar:
             progress = bar.add_task(f"{name} {task}", total=len(gold))
-            preds = [
-                p.example
-                for p in extractor.predict(
-                    gold, schema=name, on_record=lambda _: bar.advance(progress)
-                )
-            ]
+            advance = functools.partial(lambda task_id, _: bar.advance(task_id), progress)
+            preds = [p.example for p in extractor.predict(gold, schema=name, on_record=advance)]
         seconds = time.perf_counter() - started
         report = score(gold, preds)
         labels = Counter(g.label for g in gold)

@@ -37,8 +37,9 @@ def test_train_from_flags_then_predict_a_shared_file(
 
     # a shared file in its own format works the same way with --from and --task
     whole = run_cli(
-        "predict", str(dev), "--from", "stockmark", "--task", "NER", "-o", str(tmp_path / "all.jsonl"),
-        "--model", str(out / "final"), "--batch-size", "64", "--max-new-tokens", "3",
+        "predict", str(dev), "--from", "stockmark", "--task", "NER",
+        "-o", str(tmp_path / "all.jsonl"), "--model", str(out / "final"),
+        "--batch-size", "64", "--max-new-tokens", "3",
     )  # fmt: skip
     assert whole.returncode == 0, whole.stderr
     assert len(list(read_jsonl(tmp_path / "all.jsonl"))) == len(gold) == 534

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import pytest
@@ -21,7 +22,7 @@ def test_windows_cover_the_text_with_the_overlap(
     bounds = window_bounds(length, size, overlap)
     assert bounds[0][0] == 0 and bounds[-1][1] == length
     assert all(end - start == min(size, length) for start, end in bounds)
-    for (_, end), (start, _) in zip(bounds, bounds[1:], strict=False):
+    for (_, end), (start, _) in itertools.pairwise(bounds):
         assert end - start >= overlap  # every span up to `overlap` long is whole in some window
 
 
