@@ -96,3 +96,30 @@ def test_model_commands_fail_in_one_line(base_models: dict[str, Path], tmp_path:
     bad = run_cli("train", "--config", str(config))
     assert bad.returncode == 2
     assert "unknown key 'learning_rate'" in bad.stderr and str(config) in bad.stderr
+
+
+def test_embedded_model_is_used_without_model_and_finds_real_entities(
+    data_dir: Path, tmp_path: Path
+) -> None:
+    """The shipped default model: no --model, real dev sentences, spans that are in the text."""
+    text = "トヨタ自動車の豊田章男社長は名古屋市で新型車を発表した。"
+    result = run_cli("extract", text, "--task", "NER", "--schema", "stockmark")
+    assert result.returncode == 0, result.stderr
+    (record,) = [json.loads(line) for line in result.stdout.splitlines()]
+    assert record["text"] == text and record["task"] == "NER"
+    for e in record["entities"]:
+        assert text[e["start"] : e["end"]] == e["text"]
+
+    gold = load("stockmark", "dev", "NER", data_dir)[:40]
+    small = tmp_path / "small.jsonl"
+    write_jsonl(small, gold)
+    pred = tmp_path / "pred.jsonl"
+    done = run_cli("predict", str(small), "-o", str(pred), "--schema", "stockmark")
+    assert done.returncode == 0, done.stderr
+    assert "0 items dropped by the decoder" in done.stderr
+    predictions = list(read_jsonl(pred))
+    assert [p.id for p in predictions] == [g.id for g in gold]
+    from giellm.metrics import score
+
+    report = score(gold, predictions)
+    assert report.micro.tp > 0  # it really finds entities, not only well-formed output

@@ -135,7 +135,8 @@ def test_random_model_constrained_vs_free(base_models: dict[str, Path], data_dir
     types = get_format("stockmark").schema("NER").entity_types
     constrained = Extractor(base_models["qwen2"], batch_size=4, max_new_tokens=40)
     predictions = list(constrained.predict(dev, schema="stockmark"))
-    assert constrained.stats.dropped == 0
+    # only an item cut off by the token budget can be incomplete
+    assert all(len(p.dropped) <= p.truncated for p in predictions)
     assert sum(len(p.example.entities) for p in predictions) > 0
     for p, gold in zip(predictions, dev, strict=True):
         for e in p.example.entities:

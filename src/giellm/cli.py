@@ -256,6 +256,8 @@ def predict(
         records = [project(ex, task) for ex in fmt.read(input, task)]
     if not records:
         raise GiellmError(f"{input}: no records to predict")
+    if schema is None and fmt.schemas:  # a dataset's own format implies its label sets
+        schema = fmt.name
     extractor = _extractor(model, constrain, batch_size, device, max_new_tokens)
     started = time.perf_counter()
     with record_progress() as bar:
@@ -346,6 +348,146 @@ def train(
         )
     final = run(settings)
     err_console.print(f"model saved to {final}")
+
+
+def _cases(spec: str | None) -> list[tuple[str, str]]:
+    from giellm.data.registry import get_format
+    from giellm.report import DEFAULT_CASES
+    from giellm.tasks import get_task
+
+    if not spec:
+        return DEFAULT_CASES
+    cases = []
+    for part in spec.split(","):
+        dataset, _, task = part.strip().partition(":")
+        if not task:
+            raise GiellmError(f"--cases: {part!r} is not DATASET:TASK")
+        cases.append((get_format(dataset).name, get_task(task).name))
+    return cases
+
+
+@app.command()
+def report(
+    output: Annotated[
+        Path, typer.Option("--output", "-o", help="folder for report.md, PNGs, JSON")
+    ] = Path("reports/latest"),
+    systems: Annotated[
+        str, typer.Option(help="comma list of giellm, ginza, fewshot")
+    ] = "giellm,ginza,fewshot",
+    cases: Annotated[
+        str | None, typer.Option(help="DATASET:TASK,… (default: the seven shared dev cases)")
+    ] = None,
+    model: ModelOption = None,
+    also: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--also", help="another giellm model as NAME=DIR (repeatable), e.g. ablations"
+        ),
+    ] = None,
+    limit: Annotated[int | None, typer.Option(help="first N dev records per case")] = None,
+    ablation: Annotated[
+        Path | None,
+        typer.Option(help="MRE ablation config (configs/ablation.yaml): trains and adds its rows"),
+    ] = None,
+    fewshot_url: Annotated[
+        str | None,
+        typer.Option(help="OpenAI-compatible base URL (…/v1); default: a local giellm server"),
+    ] = None,
+    fewshot_model: Annotated[str, typer.Option(help="model name sent to the endpoint")] = "giellm",
+    shots: Annotated[int, typer.Option(help="in-context examples per query")] = 3,
+    fewshot_mode: Annotated[str, typer.Option(help="chat or completions")] = "chat",
+) -> None:
+    """Run systems on shared dev splits; write a Markdown report with tables, plots and JSON."""
+    import contextlib
+    import functools
+
+    from giellm.data.registry import load
+    from giellm.report import (
+        FewShotSystem,
+        GiellmSystem,
+        GinzaSystem,
+        evaluate_system,
+        write_report,
+    )
+
+    chosen = [s.strip().lower() for s in systems.split(",") if s.strip()]
+    unknown = set(chosen) - {"giellm", "ginza", "fewshot"}
+    if unknown:
+        raise GiellmError(
+            f"--systems: unknown {', '.join(sorted(unknown))} (giellm, ginza, fewshot)"
+        )
+    if fewshot_mode not in ("chat", "completions"):
+        raise GiellmError("--fewshot-mode must be chat or completions")
+    ours = "giellm" if model is None else f"giellm ({model.name})"
+    runners: list[Any] = []
+    if "giellm" in chosen:
+        runners.append(GiellmSystem(ours, model))
+    for entry in also or []:
+        name, _, directory = entry.partition("=")
+        if not directory:
+            raise GiellmError(f"--also: {entry!r} is not NAME=DIR")
+        runners.append(GiellmSystem(name, Path(directory)))
+    if ablation is not None:
+        from giellm.ablation import load_ablation, train_variants
+        from giellm.ablation import systems as ablation_systems
+
+        settings = load_ablation(ablation)
+        runners += ablation_systems(settings, train_variants(settings))
+    if "ginza" in chosen:
+        runners.append(GinzaSystem())
+    chosen_cases = _cases(cases)
+    context: dict[str, Any] = {"limit": limit, "cases": [f"{d}:{t}" for d, t in chosen_cases]}
+    with contextlib.ExitStack() as stack:
+        if "fewshot" in chosen:
+            url = fewshot_url
+            if url is None:  # the baseline talks HTTP to a real server, here one of our own
+                from giellm.serve import background_server, create_app
+
+                local = _extractor(model, True, 16, "cpu", None)
+                url = stack.enter_context(background_server(create_app(local))) + "/v1"
+            runners.append(
+                FewShotSystem(url, fewshot_model, k=shots, mode=fewshot_mode, name=f"{shots}-shot")
+            )
+            context["few-shot endpoint"] = f"{url} (model {fewshot_model}, {fewshot_mode})"
+        rows = []
+        with record_progress(transient=False) as bar:
+            for dataset, task in chosen_cases:
+                gold = load(dataset, "dev", task)[:limit]
+                for system in runners:
+                    if not system.supports(dataset, task):
+                        continue
+                    job = bar.add_task(f"{system.name}: {dataset} {task}", total=len(gold))
+                    advance = functools.partial(bar.advance, job)
+                    rows.append(evaluate_system(system, dataset, gold, advance))
+    written = write_report(output, rows, ours=ours, context=context)
+    err_console.print(f"wrote {written} ({len(rows)} rows)")
+
+
+@app.command()
+def serve(
+    model: ModelOption = None,
+    host: Annotated[str, typer.Option(help="address to bind")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="port to listen on")] = 8000,
+    max_batch: Annotated[int, typer.Option(help="most inputs generated in one batch")] = 32,
+    max_wait_ms: Annotated[
+        float, typer.Option(help="how long a request waits for others to batch with")
+    ] = 10.0,
+    constrain: ConstrainOption = True,
+    max_new_tokens: MaxNewOption = None,
+    device: DeviceOption = "cpu",
+) -> None:
+    """Serve the model over HTTP: /extract, /health, and OpenAI-style /v1/completions and
+    /v1/chat/completions."""
+    from giellm.serve import create_app, run_server
+
+    if max_batch < 1 or max_wait_ms < 0:
+        raise GiellmError("--max-batch must be at least 1 and --max-wait-ms at least 0")
+    extractor = _extractor(model, constrain, max_batch, device, max_new_tokens)
+    name = "giellm-default" if model is None else model.name
+    application = create_app(
+        extractor, model_name=name, max_batch=max_batch, max_wait_ms=max_wait_ms
+    )
+    run_server(application, host=host, port=port)
 
 
 def main() -> None:

@@ -25,22 +25,29 @@ _SPECIAL_BYTES = frozenset(c.encode()[0] for c in SPECIAL)
 _BACKSLASH, _HASH = ord("\\"), ord("#")
 _OPEN, _CLOSE = ord("<"), ord(">")
 _COLON, _COMMA, _SEMI = ord(":"), ord(","), ord(";")
-_LPAREN, _RPAREN, _NEWLINE = ord("("), ord(")"), ord("\n")
+_LPAREN, _RPAREN, _NEWLINE, _SPACE = ord("("), ord(")"), ord("\n"), ord(" ")
 _MAX_MARKER_DIGITS = 3
 
-# A state is a small hashable tuple; the first field names the place in the layout:
-#   ("open",)                         before `<`
-#   ("lit", kind, prefix)             inside a closed-set name (label, type, relation, role)
-#   ("after_label",)                  after `>`
-#   ("span", kind, positions, escaped, nonempty)
-#                                     inside a span; positions = byte offsets in the text where
-#                                     the next byte must match (None: anywhere, nothing read yet)
-#   ("marker", kind, digits)          inside `#k`
-#   ("args",)                         after an event trigger's `(`
-#   ("item_end",)                     after an event's `)`
+# A state is a small hashable tuple; the first field names the place in the layout and the last
+# is the cursor: the byte offset where the previous entity or event trigger starts (-1 at first).
+#   ("open", c)                         before `<`
+#   ("lit", kind, prefix, c)            inside a closed-set name (label, type, relation, role)
+#   ("after_label", c)                  after `>`
+#   ("span", kind, positions, escaped, length, c)
+#                                       inside a span: `length` text bytes matched so far, each
+#                                       position an offset where the next byte must match (None:
+#                                       nothing matched yet)
+#   ("marker", kind, digits, c)         inside `#k`
+#   ("args", c)                         after an event trigger's `(`
+#   ("item_end", c)                     after an event's `)`
 State = tuple[Any, ...]
 
-OPEN: State = ("open",)
+OPEN: State = ("open", -1)
+DONE: State = ("done", -1)
+
+# Entities and event triggers are written in text order (true of every shared dataset), so each
+# must start after the previous one: this is what stops a small model from repeating an item.
+_ORDERED = frozenset({"ent", "trig"})
 
 
 @dataclass(frozen=True)
@@ -76,10 +83,6 @@ def _names(values: frozenset[str] | None, *, escaped: bool = True) -> frozenset[
     return frozenset((escape(v) if escaped else v).encode() for v in values)
 
 
-def _span(kind: str) -> State:
-    return ("span", kind, None, False, False)
-
-
 class Grammar:
     """The target layout of `task` for one input `text`, as a byte automaton."""
 
@@ -88,10 +91,9 @@ class Grammar:
         self.family = spec.family
         self.text = text.encode()
         self.starts = tuple(i for i, b in enumerate(self.text) if b & 0xC0 != 0x80)
-        by_first: dict[int, set[int]] = {}
+        self.starts_by_byte: dict[int, list[int]] = {}
         for i in self.starts:
-            by_first.setdefault(self.text[i], set()).add(i + 1)
-        self.after_first = {b: frozenset(ends) for b, ends in by_first.items()}
+            self.starts_by_byte.setdefault(self.text[i], []).append(i)
         labels = _names(schema.labels, escaped=False)
         self.literals = {
             # `<>` is always allowed: a record may have no text-level label
@@ -101,26 +103,29 @@ class Grammar:
             "evtype": _Literal(_names(schema.event_types), _COLON),
             "role": _Literal(_names(schema.roles), _COLON),
         }
-        self.item_start: State = {
+        item_start = {
             "entities": ("lit", "etype", b""),
-            "relations": _span("head"),
-            "events": ("lit", "evtype", b"") if spec.typed_events else _span("trig"),
-        }.get(self.family, ("none",))
-        # what ends each kind of span, and whether the target may end right after it
-        self.span_ends: dict[str, dict[int, State]] = {
+            "relations": ("span", "head", None, False, 0),
+            "events": ("lit", "evtype", b"")
+            if spec.typed_events
+            else ("span", "trig", None, False, 0),
+        }
+        self.item_start: tuple[Any, ...] = item_start.get(self.family, ("none",))
+        # what ends each kind of span (states without their cursor)
+        self.span_ends: dict[str, dict[int, tuple[Any, ...]]] = {
             "ent": {_SEMI: self.item_start},
             "head": {_COMMA: ("lit", "rtype", b"")},
             "tail": {_SEMI: self.item_start},
             "trig": {_LPAREN: ("args",)},
             "arg": {_COMMA: ("lit", "role", b""), _RPAREN: ("item_end",)},
         }
-        self.final_spans = frozenset({"ent", "tail"})
-        self.after_literal: dict[str, State] = {
+        self.final_spans = frozenset({"ent", "tail"})  # the target may end right after these
+        self.after_literal: dict[str, tuple[Any, ...]] = {
             "label": ("after_label",),
-            "etype": _span("ent"),
-            "rtype": _span("tail"),
-            "evtype": _span("trig"),
-            "role": _span("arg"),
+            "etype": ("span", "ent", None, False, 0),
+            "rtype": ("span", "tail", None, False, 0),
+            "evtype": ("span", "trig", None, False, 0),
+            "role": ("span", "arg", None, False, 0),
         }
 
     # --- the automaton ----------------------------------------------------------------------
@@ -131,9 +136,12 @@ class Grammar:
         if place in ("after_label", "item_end"):
             return True
         if place == "span":
-            _, kind, positions, escaped, nonempty = state
+            _, kind, positions, escaped, length, _ = state
             return (
-                kind in self.final_spans and nonempty and not escaped and self._boundary(positions)
+                kind in self.final_spans
+                and length > 0
+                and not escaped
+                and bool(self._ends(positions))
             )
         if place == "marker":
             return state[1] in self.final_spans and state[2] > 0
@@ -141,63 +149,87 @@ class Grammar:
 
     def step(self, state: State, byte: int) -> State | None:
         """The state after reading `byte`, or None when the byte would break the layout."""
-        place = state[0]
-        if place == "open":
-            return ("lit", "label", b"") if byte == _OPEN else None
+        place, cursor = state[0], state[-1]
+        if place == "open":  # SentencePiece vocabularies may start the target with a space
+            if byte == _OPEN:
+                return ("lit", "label", b"", cursor)
+            return state if byte == _SPACE else None
         if place == "lit":
-            _, kind, prefix = state
+            _, kind, prefix, _ = state
             literal = self.literals[kind]
             if byte == literal.follow and literal.complete(prefix):
-                return self.after_literal[kind]
+                return (*self.after_literal[kind], cursor)
             longer = literal.extends(prefix, byte)
-            return None if longer is None else ("lit", kind, longer)
+            return None if longer is None else ("lit", kind, longer, cursor)
         if place == "after_label":
-            return None if self.family == "none" else self.step(self.item_start, byte)
+            if self.family == "none" or not self._room_after(cursor):
+                return None
+            return self.step((*self.item_start, cursor), byte)
         if place == "item_end":
-            return self.item_start if byte == _SEMI else None
+            return self._next_item(cursor) if byte == _SEMI else None
         if place == "args":
-            return ("item_end",) if byte == _RPAREN else self.step(("lit", "role", b""), byte)
+            if byte == _RPAREN:
+                return ("item_end", cursor)
+            return self.step(("lit", "role", b"", cursor), byte)
         if place == "span":
             return self._span_step(state, byte)
         if place == "marker":
-            _, kind, digits = state
+            _, kind, digits, _ = state
             if 48 <= byte <= 57 and digits < _MAX_MARKER_DIGITS:
-                return ("marker", kind, digits + 1)
-            return self.span_ends[kind].get(byte) if digits else None
+                return ("marker", kind, digits + 1, cursor)
+            end = self.span_ends[kind].get(byte) if digits else None
+            if end is None:
+                return None
+            return self._next_item(cursor) if byte == _SEMI else (*end, cursor)
         return None
 
-    def _boundary(self, positions: frozenset[int] | None) -> bool:
-        n = len(self.text)
-        return positions is not None and any(
-            p == n or self.text[p] & 0xC0 != 0x80 for p in positions
-        )
+    def _room_after(self, cursor: int) -> bool:
+        """Can another item start? (Ordered items need a character after the last one.)"""
+        return self.family == "relations" or (bool(self.starts) and self.starts[-1] > cursor)
 
-    def _match(self, kind: str, positions: frozenset[int] | None, byte: int) -> State | None:
-        if positions is None:
-            nxt = self.after_first.get(byte, frozenset())
-        else:
-            n = len(self.text)
-            nxt = frozenset(p + 1 for p in positions if p < n and self.text[p] == byte)
-        return ("span", kind, nxt, False, True) if nxt else None
+    def _next_item(self, cursor: int) -> State | None:
+        return (*self.item_start, cursor) if self._room_after(cursor) else None
+
+    def _ends(self, positions: frozenset[int] | None) -> list[int]:
+        """The match ends that fall on a character boundary."""
+        n = len(self.text)
+        return [p for p in positions or () if p == n or self.text[p] & 0xC0 != 0x80]
+
+    def _candidates(
+        self, kind: str, positions: frozenset[int] | None, cursor: int, first: int | None = None
+    ) -> Any:
+        """Offsets where the next byte may match (`first`: only starts holding that byte)."""
+        if positions is not None:
+            return positions
+        starts = self.starts if first is None else self.starts_by_byte.get(first, ())
+        return [p for p in starts if p > cursor] if kind in _ORDERED else starts
 
     def _span_step(self, state: State, byte: int) -> State | None:
-        _, kind, positions, escaped, nonempty = state
+        _, kind, positions, escaped, length, cursor = state
+        if not escaped and length:
+            ends = self._ends(positions)
+            if ends and (byte in self.span_ends[kind] or byte == _HASH):
+                if kind in _ORDERED:  # the decoder places it at its first occurrence
+                    cursor = min(ends) - length
+                if byte == _HASH:
+                    return ("marker", kind, 0, cursor)
+                if byte == _SEMI:
+                    return self._next_item(cursor)
+                return (*self.span_ends[kind][byte], cursor)
+        literal = escaped or byte not in _SPECIAL_BYTES
+        candidates = self._candidates(kind, positions, cursor, byte if literal else None)
+        n = len(self.text)
         if escaped:
-            return self._match(kind, positions, byte) if byte in _SPECIAL_BYTES else None
-        if nonempty and self._boundary(positions):
-            if byte in self.span_ends[kind]:
-                return self.span_ends[kind][byte]
-            if byte == _HASH:
-                return ("marker", kind, 0)
-        if byte == _BACKSLASH:
-            candidates = self.starts if positions is None else positions
-            n = len(self.text)
+            if byte not in _SPECIAL_BYTES:
+                return None
+        elif byte == _BACKSLASH:
             if any(p < n and self.text[p] in _SPECIAL_BYTES for p in candidates):
-                return ("span", kind, positions, True, nonempty)
+                return ("span", kind, positions, True, length, cursor)
             return None
-        if byte in _SPECIAL_BYTES:
+        elif byte in _SPECIAL_BYTES:
             return None
-        return self._match(kind, positions, byte)
+        matched = frozenset(p + 1 for p in candidates if p < n and self.text[p] == byte)
+        return ("span", kind, matched, False, length + 1, cursor) if matched else None
 
 
 class VocabTrie:
@@ -231,7 +263,7 @@ class VocabTrie:
                     out[token_id] = nxt
                 stack.append((child, nxt))
         if grammar.accepts(state):
-            out[self.eos_id] = ("done",)
+            out[self.eos_id] = DONE
         return out
 
 
@@ -266,7 +298,7 @@ class GrammarLogitsProcessor:
         self.steps += 1
         mask = torch.full_like(scores, float("-inf"))
         for row, state in enumerate(self.states):
-            if state is None or state == ("done",):
+            if state is None or state == DONE:
                 mask[row] = 0  # finished: generate pads it anyway
                 continue
             allowed = [t for t in self._transitions(row, state) if t < scores.shape[-1]]

@@ -34,6 +34,16 @@ class Prediction:
     truncated: int = 0  # windows whose output hit max_new_tokens before it ended
 
 
+@dataclass(frozen=True)
+class Completion:
+    """Free text generated after a prompt (the OpenAI-compatible routes serve these)."""
+
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
+    finish_reason: str  # "stop" (EOS or a stop string) or "length"
+
+
 @dataclass
 class _Window:
     record: int
@@ -129,6 +139,53 @@ class Extractor:
                 if on_record is not None:
                     on_record(prediction)
                 yield prediction
+
+    def complete(
+        self, prompts: Sequence[str], *, max_tokens: int = 64, stop: Sequence[str] = ()
+    ) -> list[Completion]:
+        """Greedy free-text continuations of raw prompts, batched; no layout constraint.
+
+        A prompt longer than the model's window keeps its end (the part next to the answer).
+        """
+        import torch
+
+        tok = self.tokenizer
+        limit = _model_limit(self.model)
+        keep = None if limit is None else max(1, limit - max_tokens)
+        rows = []
+        for prompt in prompts:
+            ids = tok(prompt, add_special_tokens=False)["input_ids"]
+            ids = ids if tok.bos_token_id is None else [tok.bos_token_id, *ids]
+            rows.append(ids if keep is None else ids[-keep:])
+        out: list[Completion] = []
+        for k in range(0, len(rows), self.batch_size):
+            batch = rows[k : k + self.batch_size]
+            padded, masks = pad_batch(batch, tok.pad_token_id, left=True)
+            input_ids = torch.tensor(padded, device=self.device)
+            budget = (
+                max_tokens if limit is None else max(1, min(max_tokens, limit - len(padded[0])))
+            )
+            with torch.inference_mode():
+                output = self.model.generate(
+                    input_ids=input_ids,
+                    attention_mask=torch.tensor(masks, device=self.device),
+                    max_new_tokens=budget,
+                    do_sample=False,
+                    use_cache=True,
+                    pad_token_id=tok.pad_token_id,
+                    eos_token_id=tok.eos_token_id,
+                )
+            for ids, row in zip(batch, output[:, input_ids.shape[1] :].tolist(), strict=True):
+                ended = tok.eos_token_id in row
+                row = row[: row.index(tok.eos_token_id)] if ended else row
+                text = tok.decode(row, skip_special_tokens=True)
+                cuts = [text.index(s) for s in stop if s and s in text]
+                if cuts:
+                    text, ended = text[: min(cuts)], True
+                reason = "stop" if ended else "length"
+                out.append(Completion(text, len(ids), len(row), reason))
+                self.stats.generated_tokens += len(row)
+        return out
 
     # --- internals ---------------------------------------------------------------------------
 

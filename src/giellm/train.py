@@ -18,7 +18,7 @@ import shutil
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -53,7 +53,10 @@ def _source_path(source: DataSource, split: str) -> Path:
 def read_source(source: DataSource, split: str) -> list[Example]:
     """All records of one pool's split, projected on its task."""
     fmt = get_format(source.dataset)
-    return list(fmt.read(_source_path(source, split), get_task(source.task).name))
+    records = fmt.read(_source_path(source, split), get_task(source.task).name)
+    if not source.text_label:
+        return [r.model_copy(update={"label": None}) for r in records]
+    return list(records)
 
 
 def windowed(
@@ -78,7 +81,10 @@ def schemas_of(sources: Sequence[DataSource]) -> dict[str, LabelSchema]:
     """Per task, the union of the pools' label sets: what constrained decoding may emit."""
     by_task: dict[str, list[LabelSchema]] = {}
     for s in sources:
-        by_task.setdefault(get_task(s.task).name, []).append(get_format(s.dataset).schema(s.task))
+        schema = get_format(s.dataset).schema(s.task)
+        if not s.text_label:
+            schema = replace(schema, labels=frozenset())
+        by_task.setdefault(get_task(s.task).name, []).append(schema)
     return {task: merge_schemas(schemas) for task, schemas in by_task.items()}
 
 

@@ -31,6 +31,9 @@ class DataSource:
     weight: float = _help("share of the mix, relative to the other pools", 1.0)
     train: str | None = _help("training file; default: the shared dataset's train split", None)
     dev: str | None = _help("dev file for evaluation; default: the shared dev split", None)
+    text_label: bool = _help(
+        "keep the text-level label; false trains word-level items alone (MRE ablation)", True
+    )
 
 
 @dataclass

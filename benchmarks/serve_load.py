@@ -1,0 +1,127 @@
+"""Server load: `giellm serve` on loopback under 1, 8 and 32 concurrent clients.
+
+Starts the real server (embedded model, dynamic batching), then for each concurrency level sends
+stockmark dev sentences as one-text /extract requests from that many client threads for a fixed
+number of requests; records throughput, p50/p95 latency, errors, and that every answer carries
+its own text back. Writes results/serve_load.json.
+
+Run: .venv/bin/python benchmarks/serve_load.py [--requests N] [--levels 1,8,32]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+from rich.progress import Progress
+
+from giellm.data.registry import load
+
+GIELLM = str(Path(sys.executable).parent / "giellm")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start(max_batch: int, max_wait_ms: float) -> tuple[subprocess.Popen[bytes], str]:
+    port = _free_port()
+    command = [GIELLM, "serve", "--port", str(port), "--max-batch", str(max_batch)]
+    command += ["--max-wait-ms", str(max_wait_ms)]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(600):
+        try:
+            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                return process, url
+        except httpx.TransportError:
+            time.sleep(0.2)
+    process.kill()
+    raise SystemExit("server did not start")
+
+
+def level(url: str, texts: list[str], clients: int, progress: Progress) -> dict[str, object]:
+    job = progress.add_task(f"{clients} clients", total=len(texts))
+    latencies: list[float] = []
+    errors = mismatched = 0
+
+    def ask(text: str) -> tuple[float, bool, bool]:
+        started = time.perf_counter()
+        try:
+            r = httpx.post(
+                f"{url}/extract",
+                json={"texts": text, "task": "NER", "schema": "stockmark"},
+                timeout=300,
+            )
+            ok = r.status_code == 200
+            same = ok and r.json()["records"][0]["text"] == text
+        except httpx.HTTPError:
+            ok = same = False
+        progress.advance(job)
+        return time.perf_counter() - started, ok, same
+
+    before = httpx.get(f"{url}/health").json()["batching"]
+    started = time.perf_counter()
+    with ThreadPoolExecutor(clients) as pool:
+        for seconds, ok, same in pool.map(ask, texts):
+            latencies.append(seconds)
+            errors += not ok
+            mismatched += ok and not same
+    wall = time.perf_counter() - started
+    after = httpx.get(f"{url}/health").json()["batching"]
+    batches = after["batches"] - before["batches"]
+    cuts = statistics.quantiles(latencies, n=20)
+    return {
+        "clients": clients,
+        "requests": len(texts),
+        "errors": errors,
+        "mismatched": mismatched,
+        "wall_seconds": round(wall, 2),
+        "requests_per_second": round(len(texts) / wall, 2),
+        "latency_p50_s": round(statistics.median(latencies), 3),
+        "latency_p95_s": round(cuts[18], 3),
+        "mean_batch": round((after["inputs"] - before["inputs"]) / max(batches, 1), 2),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=96)
+    parser.add_argument("--levels", default="1,8,32")
+    parser.add_argument("--max-batch", type=int, default=32)
+    parser.add_argument("--max-wait-ms", type=float, default=20)
+    parser.add_argument("--out", default="results/serve_load.json")
+    args = parser.parse_args()
+    texts = [r.text for r in load("stockmark", "dev", "NER")][: args.requests]
+    process, url = start(args.max_batch, args.max_wait_ms)
+    try:
+        with Progress() as progress:
+            rows = [level(url, texts, int(c), progress) for c in args.levels.split(",")]
+    finally:
+        process.send_signal(signal.SIGINT)
+        process.wait(timeout=60)
+    result = {
+        "server": f"giellm serve --max-batch {args.max_batch} --max-wait-ms {args.max_wait_ms}",
+        "model": "embedded default",
+        "levels": rows,
+        "cpu_count": os.cpu_count(),
+    }
+    print(json.dumps(result, indent=1))
+    Path(args.out).write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

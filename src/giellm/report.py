@@ -1,0 +1,304 @@
+"""`giellm report`: systems × shared dev splits → one Markdown report with tables, PNG plots and
+the JSON behind them.
+
+A system is anything that turns records into predicted records (`System`): a giellm model, GiNZA,
+or few-shot prompting of an OpenAI-compatible endpoint. Every system is scored by the same
+`giellm.metrics.score` on the same gold records, and timed.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from giellm.data.jsonl import atomic_writer
+from giellm.errors import GiellmError
+from giellm.metrics import score
+from giellm.schema import Example
+from giellm.tasks import get_task
+
+DEFAULT_CASES = [
+    ("stockmark", "NER"),
+    ("livedoor", "TC"),
+    ("jrte", "SA"),
+    ("kwdlc", "NER"),
+    ("kwdlc", "PAS"),
+    ("jacred", "RE"),
+    ("fkc", "NER"),
+]
+
+Advance = Callable[[], None]
+
+
+class System(Protocol):
+    """What the report runs: a name and a predictor for one dataset's records."""
+
+    name: str
+
+    def supports(self, dataset: str, task: str) -> bool: ...
+
+    def predict(
+        self, dataset: str, records: Sequence[Example], advance: Advance
+    ) -> list[Example]: ...
+
+
+@dataclass
+class GiellmSystem:
+    """A giellm model (the embedded default when `model` is None), constrained decoding."""
+
+    name: str
+    model: str | Path | None = None
+    batch_size: int = 32
+    tasks: frozenset[str] | None = None  # tasks it was trained for (read from giellm.json)
+    cases: frozenset[tuple[str, str]] | None = None  # only these (dataset, task) pairs
+    label_task: str | None = None  # a split-records model: the label comes from this task
+    _extractor: Any = None
+
+    def supports(self, dataset: str, task: str) -> bool:
+        if self.cases is not None:
+            return (dataset, task) in self.cases
+        if self.tasks is None:
+            from giellm.model.loading import ModelMeta, resolve_model_dir
+
+            self.tasks = frozenset(ModelMeta.load(resolve_model_dir(self.model)).schemas)
+        return not self.tasks or task in self.tasks
+
+    def predict(self, dataset: str, records: Sequence[Example], advance: Advance) -> list[Example]:
+        if self._extractor is None:
+            from giellm.generate import Extractor
+
+            self._extractor = Extractor(self.model, batch_size=self.batch_size)
+        found = self._extractor.predict(records, schema=dataset, on_record=lambda _: advance())
+        predicted = [p.example for p in found]
+        if self.label_task is None:
+            return predicted
+        asked = [r.model_copy(update={"task": self.label_task}) for r in records]
+        labels = [p.example.label for p in self._extractor.predict(asked, schema=dataset)]
+        return [
+            p.model_copy(update={"label": label})
+            for p, label in zip(predicted, labels, strict=True)
+        ]
+
+
+@dataclass
+class GinzaSystem:
+    """GiNZA NER with its ENE types mapped onto the dataset's types (NER only)."""
+
+    name: str = "GiNZA"
+    _models: dict[str, Any] = field(default_factory=dict)
+
+    def supports(self, dataset: str, task: str) -> bool:
+        from giellm.baselines.ginza import MAPPINGS
+
+        return task == "NER" and dataset in MAPPINGS
+
+    def predict(self, dataset: str, records: Sequence[Example], advance: Advance) -> list[Example]:
+        from giellm.baselines.ginza import GinzaNER
+
+        if dataset not in self._models:
+            self._models[dataset] = GinzaNER(dataset)
+        out = []
+        for example in self._models[dataset].predict(records):
+            out.append(example)
+            advance()
+        return out
+
+
+@dataclass
+class FewShotSystem:
+    """k-shot prompting of an OpenAI-compatible endpoint, examples from the train split."""
+
+    base_url: str
+    model: str
+    k: int = 3
+    mode: str = "chat"
+    name: str = "few-shot"
+    seed: int = 0
+
+    def supports(self, dataset: str, task: str) -> bool:
+        return True
+
+    def predict(self, dataset: str, records: Sequence[Example], advance: Advance) -> list[Example]:
+        from giellm.baselines.fewshot import FewShotClient, pick_shots
+        from giellm.data.registry import get_format, load
+
+        task = records[0].task
+        shots = pick_shots(load(dataset, "train", task), self.k, seed=self.seed)
+        client = FewShotClient(
+            self.base_url,
+            self.model,
+            shots,
+            schema=get_format(dataset).schema(task),
+            mode="chat" if self.mode == "chat" else "completions",
+        )
+        return [p.example for p in client.predict(records, on_record=lambda _: advance())]
+
+
+def main_metric(task: str) -> str:
+    """The figure a case is ranked by: text accuracy for label-only tasks, span F1 otherwise."""
+    return "text_accuracy" if get_task(task).family == "none" else "f1"
+
+
+def evaluate_system(
+    system: System, dataset: str, gold: Sequence[Example], advance: Advance
+) -> dict[str, Any]:
+    """Predict `gold` with `system`, score it, and time it."""
+    started = time.perf_counter()
+    predicted = system.predict(dataset, gold, advance)
+    seconds = time.perf_counter() - started
+    figures = score(gold, predicted).as_dict()
+    return {
+        "system": system.name,
+        "dataset": dataset,
+        "task": gold[0].task,
+        **{
+            k: v
+            for k, v in figures.items()
+            if k not in ("per_type", "missing_predictions", "unmatched_predictions")
+        },
+        "seconds": round(seconds, 3),
+        "records_per_second": round(len(gold) / seconds, 3) if seconds > 0 else None,
+    }
+
+
+# --- writing the report -------------------------------------------------------------------------
+
+
+def _fmt(value: Any, digits: int = 3) -> str:
+    if value is None:
+        return "–"
+    return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
+
+
+def results_table(rows: Sequence[dict[str, Any]]) -> str:
+    """The main Markdown table: one line per dataset × system."""
+    head = (
+        "| dataset | task | system | n | text acc | word acc | overall acc | P | R | F1 | rec/s |"
+    )
+    lines = [head, "|" + "---|" * 11]
+    for r in rows:
+        lines.append(
+            f"| {r['dataset']} | {r['task']} | {r['system']} | {r['records']} "
+            f"| {_fmt(r['text_accuracy'])} | {_fmt(r['word_accuracy'])} "
+            f"| {_fmt(r['overall_accuracy'])} | {_fmt(r['precision'])} | {_fmt(r['recall'])} "
+            f"| {_fmt(r['f1'])} | {_fmt(r['records_per_second'], 1)} |"
+        )
+    return "\n".join(lines)
+
+
+def comparisons(rows: Sequence[dict[str, Any]], ours: str) -> list[str]:
+    """Plain sentences: per case, where `ours` wins or loses against each other system."""
+    out = []
+    cases = sorted({(r["dataset"], r["task"]) for r in rows}, key=lambda c: [*c])
+    for dataset, task in cases:
+        metric = main_metric(task)
+        here = {r["system"]: r for r in rows if (r["dataset"], r["task"]) == (dataset, task)}
+        if ours not in here or here[ours][metric] is None:
+            continue
+        mine = here[ours][metric]
+        for name, r in here.items():
+            if name == ours or r[metric] is None:
+                continue
+            verb = "beats" if mine > r[metric] else "loses to" if mine < r[metric] else "ties"
+            out.append(
+                f"- {dataset} {task}: {ours} {verb} {name} on {metric.replace('_', ' ')} "
+                f"({mine:.3f} vs {r[metric]:.3f})."
+            )
+    return out
+
+
+def plot_scores(rows: Sequence[dict[str, Any]], path: Path) -> None:
+    """Grouped bars: each case's main metric per system."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cases = list(dict.fromkeys((r["dataset"], r["task"]) for r in rows))
+    systems = list(dict.fromkeys(r["system"] for r in rows))
+    width = 0.8 / max(len(systems), 1)
+    fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(cases)), 4))
+    for i, system in enumerate(systems):
+        values = []
+        for case in cases:
+            match = [r for r in rows if (r["dataset"], r["task"]) == case and r["system"] == system]
+            metric = main_metric(case[1])
+            values.append((match[0][metric] or 0.0) if match else 0.0)
+        ax.bar([c + i * width for c in range(len(cases))], values, width, label=system)
+    ax.set_xticks([c + 0.4 - width / 2 for c in range(len(cases))])
+    ax.set_xticklabels(
+        [f"{d}\n{t} ({'acc' if main_metric(t) != 'f1' else 'F1'})" for d, t in cases]
+    )
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("text accuracy (TC, SA) or span F1")
+    ax.legend(fontsize="small")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_throughput(rows: Sequence[dict[str, Any]], path: Path) -> None:
+    """Records per second per system, summed over every case it ran (log scale)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    systems = list(dict.fromkeys(r["system"] for r in rows))
+    rates = []
+    for s in systems:
+        mine = [r for r in rows if r["system"] == s]
+        rates.append(sum(r["records"] for r in mine) / max(sum(r["seconds"] for r in mine), 1e-9))
+    fig, ax = plt.subplots(figsize=(6, 3))
+    ax.barh(systems, rates)
+    ax.set_xscale("log")
+    ax.set_xlabel("records / second on this machine")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def write_report(
+    out_dir: Path, rows: Sequence[dict[str, Any]], *, ours: str, context: dict[str, Any]
+) -> Path:
+    """report.md + report.json + scores.png + throughput.png in `out_dir`; returns report.md."""
+    if not rows:
+        raise GiellmError("nothing to report: no system ran on any case")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    plot_scores(rows, out_dir / "scores.png")
+    plot_throughput(rows, out_dir / "throughput.png")
+    lines = [
+        "# giellm evaluation report",
+        "",
+        f"Dev splits of the shared datasets, {context.get('limit') or 'all'} records per case; "
+        "every system scored by `giellm.metrics` (strict spans). Text accuracy ranks TC and SA, "
+        "span F1 the rest.",
+        "",
+        results_table(rows),
+        "",
+        "![scores](scores.png)",
+        "",
+        "## Where giellm wins and loses",
+        "",
+        *(comparisons(rows, ours) or ["- no other system ran on the same cases."]),
+        "",
+        "## Throughput",
+        "",
+        "![throughput](throughput.png)",
+        "",
+        "## Settings",
+        "",
+        *(f"- {k}: {v}" for k, v in context.items()),
+        "",
+    ]
+    data = {"context": context, "rows": list(rows)}
+    with atomic_writer(out_dir / "report.json") as f:
+        f.write(json.dumps(data, ensure_ascii=False, indent=1) + "\n")
+    report = out_dir / "report.md"
+    with atomic_writer(report) as f:
+        f.write("\n".join(lines))
+    return report

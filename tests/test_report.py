@@ -1,0 +1,148 @@
+"""Baselines and the report: GiNZA on real records, the few-shot client against a real giellm
+server on loopback, the MRE ablation machinery on a tiny base, and `giellm report` end to end."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from conftest import run_cli
+from giellm.ablation import Ablation, Variant, systems, train_variants
+from giellm.baselines.fewshot import FewShotClient, chat_messages, completion_prompt, pick_shots
+from giellm.baselines.ginza import MAPPINGS, GinzaNER
+from giellm.data.registry import get_format, load
+from giellm.generate import Extractor
+from giellm.metrics import score
+from giellm.report import comparisons, results_table
+from giellm.serve import background_server, create_app
+from giellm.train_config import DataSource
+
+
+def test_ginza_maps_only_types_it_really_tags_onto_the_dataset_types() -> None:
+    import spacy
+
+    tagged = set(spacy.load("ja_ginza").get_pipe("ner").labels)
+    for dataset, table in MAPPINGS.items():
+        assert set(table) <= tagged, dataset
+        assert set(table.values()) <= (get_format(dataset).schema("NER").entity_types or set())
+
+
+def test_ginza_baseline_finds_real_entities(data_dir: Path) -> None:
+    gold = load("stockmark", "dev", "NER", data_dir)[:80]
+    predicted = list(GinzaNER("stockmark").predict(gold))
+    assert [p.id for p in predicted] == [g.id for g in gold]
+    report = score(gold, predicted)
+    assert report.micro.f1 is not None and report.micro.f1 > 0.25  # 0.41 on the whole dev split
+
+
+def test_fewshot_prompts_hold_the_examples_in_giellm_layout(data_dir: Path) -> None:
+    pool = load("jrte", "train", "SA", data_dir)
+    shots = pick_shots(pool, 3, seed=0)
+    assert shots == pick_shots(pool, 3, seed=0)
+    query = load("jrte", "dev", "SA", data_dir)[0]
+    messages = chat_messages(shots, query, get_format("jrte").schema("SA"))
+    assert [m["role"] for m in messages] == ["system", *["user", "assistant"] * 3, "user"]
+    assert "ポジティブ" in messages[0]["content"]
+    assert messages[2]["content"] == f"<{shots[0].label}>"
+    assert completion_prompt(shots, query).endswith(f"{query.text}\n感情分析:\n")
+
+
+@pytest.mark.parametrize("mode", ["chat", "completions"])
+def test_fewshot_client_against_a_real_local_endpoint(data_dir: Path, mode: str) -> None:
+    gold = load("stockmark", "dev", "NER", data_dir)[:6]
+    shots = pick_shots(load("stockmark", "train", "NER", data_dir), 2)
+    schema = get_format("stockmark").schema("NER")
+    app = create_app(Extractor(batch_size=8), max_wait_ms=20)
+    with background_server(app) as url:
+        client = FewShotClient(f"{url}/v1", "giellm", shots, schema=schema, mode=mode)  # type: ignore[arg-type]
+        predicted = [p.example for p in client.predict(gold)]
+    stats = app.state.batcher.stats
+    assert stats.requests == len(gold) and stats.errors == 0
+    assert [p.id for p in predicted] == [g.id for g in gold]
+    for p, g in zip(predicted, gold, strict=True):
+        assert p.text == g.text
+        assert all(g.text[e.start : e.end] == e.text for e in p.entities)
+        assert all(e.type in (schema.entity_types or ()) for e in p.entities)
+
+
+def test_ablation_trains_each_variant_once_and_scores_its_cases(
+    base_models: dict[str, Path], tmp_path: Path
+) -> None:
+    ablation = Ablation(
+        base_model=str(base_models["llama"]),
+        output_dir=str(tmp_path / "abl"),
+        max_steps=2,
+        batch_size=4,
+        variants=[
+            Variant("joint", "joint", [DataSource("fkc", "NER")]),
+            Variant(
+                "split",
+                "split",
+                [DataSource("fkc", "TC"), DataSource("fkc", "NER", text_label=False)],
+                label_task="TC",
+                cases=["fkc:NER"],
+            ),
+        ],
+    )
+    trained = train_variants(ablation)
+    assert set(trained) == {"joint", "split"}
+    meta = json.loads((trained["split"] / "giellm.json").read_text(encoding="utf-8"))
+    assert meta["schemas"]["NER"]["labels"] == []  # the split NER records carry no label
+    assert meta["schemas"]["TC"]["labels"]
+    stamp = (trained["joint"] / "config.json").stat().st_mtime_ns
+    assert train_variants(ablation) == trained
+    assert (trained["joint"] / "config.json").stat().st_mtime_ns == stamp  # reused, not retrained
+    rows = systems(ablation, trained)
+    assert [r.supports("fkc", "NER") for r in rows] == [True, True]
+    assert not rows[0].supports("stockmark", "NER")
+    gold = load("fkc", "dev", "NER")[:3]
+    labels = get_format("fkc").schema("NER").labels or set()
+    for system in rows:
+        system.batch_size = 4
+        predicted = system.predict("fkc", gold, lambda: None)
+        assert all(p.label in labels for p in predicted)  # split: label from its TC pass
+
+
+def test_report_tables_say_plainly_who_wins() -> None:
+    base = {"records": 10, "word_accuracy": None, "overall_accuracy": None, "precision": None}
+    rows = [
+        {**base, "system": "giellm", "dataset": "jrte", "task": "SA", "text_accuracy": 0.6,
+         "recall": None, "f1": None, "seconds": 1.0, "records_per_second": 10.0},
+        {**base, "system": "3-shot", "dataset": "jrte", "task": "SA", "text_accuracy": 0.7,
+         "recall": None, "f1": None, "seconds": 2.0, "records_per_second": 5.0},
+    ]  # fmt: skip
+    assert comparisons(rows, "giellm") == [
+        "- jrte SA: giellm loses to 3-shot on text accuracy (0.600 vs 0.700)."
+    ]
+    table = results_table(rows)
+    assert "| jrte | SA | giellm | 10 | 0.600 | – |" in table
+
+
+def test_report_command_writes_markdown_plots_and_json(tmp_path: Path) -> None:
+    out = tmp_path / "report"
+    result = run_cli(
+        "report", "--systems", "giellm,ginza,fewshot", "--cases", "stockmark:NER,jrte:SA",
+        "--limit", "6", "--shots", "1", "-o", str(out),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    data = json.loads((out / "report.json").read_text(encoding="utf-8"))
+    got = {(r["dataset"], r["system"]) for r in data["rows"]}
+    assert got == {
+        ("stockmark", "giellm"), ("stockmark", "GiNZA"), ("stockmark", "1-shot"),
+        ("jrte", "giellm"), ("jrte", "1-shot"),
+    }  # fmt: skip
+    assert all(r["records"] == 6 for r in data["rows"])
+    markdown = (out / "report.md").read_text(encoding="utf-8")
+    assert "| stockmark | NER | GiNZA | 6 |" in markdown
+    assert "## Where giellm wins and loses" in markdown
+    for png in ("scores.png", "throughput.png"):
+        assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_report_rejects_unknown_systems_and_cases(tmp_path: Path) -> None:
+    bad = run_cli("report", "--systems", "giellm,bert", "-o", str(tmp_path))
+    assert bad.returncode == 2 and "unknown bert" in bad.stderr
+    bad = run_cli("report", "--cases", "stockmark", "-o", str(tmp_path))
+    assert bad.returncode == 2 and "not DATASET:TASK" in bad.stderr

@@ -1,0 +1,181 @@
+"""The real `giellm serve` on a free loopback port: concurrent extraction, errors, OpenAI routes,
+graceful shutdown. The server runs the embedded default model in its own process."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from conftest import GIELLM
+from giellm.data.registry import get_format, load
+
+
+@dataclass
+class Server:
+    url: str
+    process: subprocess.Popen[bytes]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _start(*args: str) -> Server:
+    port = _free_port()
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    cmd = [GIELLM, "serve", "--port", str(port), *args]
+    process = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            out = process.communicate()[0].decode()
+            pytest.fail(f"giellm serve exited with {process.returncode}: {out}")
+        try:
+            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                return Server(url, process)
+        except httpx.TransportError:
+            time.sleep(0.2)
+    process.kill()
+    process.communicate()
+    pytest.fail("giellm serve did not answer /health within 120 s")
+
+
+def _stop(server: Server) -> str:
+    if server.process.poll() is None:
+        server.process.send_signal(signal.SIGINT)
+    out, _ = server.process.communicate(timeout=60)
+    return out.decode()
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[Server]:
+    running = _start("--max-batch", "16", "--max-wait-ms", "50")
+    yield running
+    _stop(running)
+
+
+def _check_record(record: dict[str, object], text: str, task: str, types: frozenset[str]) -> None:
+    assert record["text"] == text
+    assert record["task"] == task
+    for e in record.get("entities", []):  # type: ignore[attr-defined]
+        assert text[e["start"] : e["end"]] == e["text"]
+        assert e["type"] in types
+
+
+def test_concurrent_requests_are_batched_and_each_gets_its_own_answer(
+    server: Server, data_dir: Path
+) -> None:
+    gold = load("stockmark", "dev", "NER", data_dir)[:48]
+    types = get_format("stockmark").schema("NER").entity_types
+    assert types is not None
+
+    def ask(i: int) -> tuple[int, httpx.Response]:
+        body = {"texts": [gold[i].text], "task": "NER", "schema": "stockmark"}
+        return i, httpx.post(f"{server.url}/extract", json=body, timeout=120)
+
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        answers = list(pool.map(ask, range(len(gold))))
+    for i, response in answers:
+        assert response.status_code == 200, response.text
+        (record,) = response.json()["records"]
+        _check_record(record, gold[i].text, "NER", types)
+    stats = httpx.get(f"{server.url}/health").json()["batching"]
+    assert stats["inputs"] >= len(gold)
+    assert stats["largest_batch"] > 1  # concurrent requests shared a generation batch
+    assert stats["batches"] < stats["requests"]
+
+
+def test_many_texts_in_one_request_and_text_level_tasks(server: Server, data_dir: Path) -> None:
+    news = load("livedoor", "dev", "TC", data_dir)[:3]
+    body = {"texts": [r.text for r in news], "task": "tc", "schema": "livedoor"}
+    response = httpx.post(f"{server.url}/extract", json=body, timeout=120)
+    assert response.status_code == 200, response.text
+    records = response.json()["records"]
+    labels = get_format("livedoor").schema("TC").labels
+    assert [r["text"] for r in records] == [r.text for r in news]
+    assert all(r["task"] == "TC" and r["label"] in labels for r in records)
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "message"),
+    [
+        ({"texts": "   ", "task": "NER"}, 422, "text 0 is empty"),
+        ({"texts": [], "task": "NER"}, 422, "at least 1"),
+        ({"texts": "東京", "task": "POS"}, 422, "unknown task 'POS'"),
+        ({"texts": "東京", "task": "NER", "schema": "nope"}, 422, "nope"),
+        ({"texts": "東京", "task": "NER", "colour": 1}, 422, "colour"),
+        ({"task": "NER"}, 422, "texts"),
+    ],
+)
+def test_bad_requests_get_clear_4xx(
+    server: Server, body: dict[str, object], status: int, message: str
+) -> None:
+    response = httpx.post(f"{server.url}/extract", json=body, timeout=30)
+    assert response.status_code == status
+    assert message in response.text
+
+
+def test_oversize_body_is_refused(server: Server) -> None:
+    body = {"texts": "あ" * 1_000_000, "task": "NER"}
+    response = httpx.post(f"{server.url}/extract", json=body, timeout=30)
+    assert response.status_code == 413
+    assert "limit" in response.json()["detail"]
+
+
+def test_openai_compatible_routes(server: Server) -> None:
+    done = httpx.post(
+        f"{server.url}/v1/completions",
+        json={"model": "x", "prompt": ["ソニーは東京に本社を置く。固有表現抽出\n", "今日は"],
+              "max_tokens": 8},
+        timeout=60,
+    )  # fmt: skip
+    assert done.status_code == 200, done.text
+    body = done.json()
+    assert body["object"] == "text_completion"
+    assert [c["index"] for c in body["choices"]] == [0, 1]
+    assert all(isinstance(c["text"], str) for c in body["choices"])
+    assert 0 < body["usage"]["completion_tokens"] <= 16
+    chat = httpx.post(
+        f"{server.url}/v1/chat/completions",
+        json={"messages": [{"role": "user", "content": "ソニーは東京に本社を置く。固有表現抽出"}],
+              "max_tokens": 8, "stop": ";"},
+        timeout=60,
+    )  # fmt: skip
+    assert chat.status_code == 200, chat.text
+    message = chat.json()["choices"][0]["message"]
+    assert message["role"] == "assistant"
+    assert ";" not in message["content"]
+    bad = httpx.post(f"{server.url}/v1/chat/completions", json={"messages": []}, timeout=30)
+    assert bad.status_code == 422
+
+
+def test_shutdown_finishes_requests_in_flight(data_dir: Path) -> None:
+    server = _start("--max-batch", "4", "--max-wait-ms", "0")
+    texts = [r.text for r in load("stockmark", "dev", "NER", data_dir)[:12]]
+
+    def ask(text: str) -> httpx.Response:
+        return httpx.post(f"{server.url}/extract", json={"texts": text, "task": "NER"}, timeout=120)
+
+    with ThreadPoolExecutor(max_workers=12) as pool:
+        futures = [pool.submit(ask, t) for t in texts]
+        time.sleep(1.0)  # the requests are queued or generating
+        server.process.send_signal(signal.SIGTERM)
+        answers = [f.result() for f in futures]
+    log = server.process.communicate(timeout=60)[0].decode()  # no second signal: wait
+    assert all(a.status_code == 200 for a in answers), [a.text for a in answers]
+    assert [a.json()["records"][0]["text"] for a in answers] == texts
+    assert server.process.returncode == 0, log
+    assert "Application shutdown complete" in log
