@@ -1,4 +1,4 @@
-"""Server load: `giellm serve` on loopback under 1, 8 and 32 concurrent clients.
+"""Server load: `giellm serve` on loopback under 1, 8, 32 and 64 concurrent clients.
 
 Starts the real server (embedded model, dynamic batching), then for each concurrency level sends
 stockmark dev sentences as one-text /extract requests from that many client threads for a fixed
@@ -52,6 +52,14 @@ def start(max_batch: int, max_wait_ms: float) -> tuple[subprocess.Popen[bytes], 
     raise SystemExit("server did not start")
 
 
+def rss_mib(pid: int) -> float:
+    """Resident memory of the server process (Linux /proc)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return round(int(line.split()[1]) / 1024, 1)
+    return float("nan")
+
+
 def level(url: str, texts: list[str], clients: int, progress: Progress) -> dict[str, object]:
     job = progress.add_task(f"{clients} clients", total=len(texts))
     latencies: list[float] = []
@@ -99,16 +107,19 @@ def level(url: str, texts: list[str], clients: int, progress: Progress) -> dict[
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=96)
-    parser.add_argument("--levels", default="1,8,32")
+    parser.add_argument("--levels", default="1,8,32,64")
     parser.add_argument("--max-batch", type=int, default=32)
     parser.add_argument("--max-wait-ms", type=float, default=20)
     parser.add_argument("--out", default="results/serve_load.json")
     args = parser.parse_args()
     texts = [r.text for r in load("stockmark", "dev", "NER")][: args.requests]
     process, url = start(args.max_batch, args.max_wait_ms)
+    rows = []
     try:
         with Progress() as progress:
-            rows = [level(url, texts, int(c), progress) for c in args.levels.split(",")]
+            for clients in args.levels.split(","):
+                rows.append(level(url, texts, int(clients), progress))
+                rows[-1]["server_rss_mib_after"] = rss_mib(process.pid)
     finally:
         process.send_signal(signal.SIGINT)
         process.wait(timeout=60)
@@ -116,6 +127,7 @@ def main() -> None:
         "server": f"giellm serve --max-batch {args.max_batch} --max-wait-ms {args.max_wait_ms}",
         "model": "embedded default",
         "levels": rows,
+        "lost_or_mismatched": sum(r["errors"] + r["mismatched"] for r in rows),
         "cpu_count": os.cpu_count(),
     }
     print(json.dumps(result, indent=1))

@@ -118,6 +118,9 @@ def test_many_texts_in_one_request_and_text_level_tasks(server: Server, data_dir
         ({"texts": "東京", "task": "NER", "schema": "nope"}, 422, "nope"),
         ({"texts": "東京", "task": "NER", "colour": 1}, 422, "colour"),
         ({"task": "NER"}, 422, "texts"),
+        ({"texts": "東京\ud800", "task": "NER"}, 422, "unpaired surrogate U+D800"),
+        ({"texts": ["東京", "あ" * 100_001], "task": "NER"}, 422, "text 1 has 100,001 characters"),
+        ({"texts": ["東京"] * 257, "task": "NER"}, 422, "at most 256"),
     ],
 )
 def test_bad_requests_get_clear_4xx(
@@ -126,6 +129,22 @@ def test_bad_requests_get_clear_4xx(
     response = httpx.post(f"{server.url}/extract", json=body, timeout=30)
     assert response.status_code == status
     assert message in response.text
+
+
+def test_odd_but_valid_texts_get_records_with_true_offsets(server: Server) -> None:
+    texts = [
+        "<p>ＳＯＮＹと任天堂</p>",
+        "\u0007制御\x1b文字\tと改行\nの混じる文",
+        "半角ｶﾀｶﾅと全角カタカナ、English and 日本語 mixed 😀",
+        "。",
+    ]
+    response = httpx.post(f"{server.url}/extract", json={"texts": texts, "task": "NER"}, timeout=60)
+    assert response.status_code == 200, response.text
+    records = response.json()["records"]
+    assert [r["text"] for r in records] == texts
+    for r in records:
+        for e in r.get("entities", []):
+            assert r["text"][e["start"] : e["end"]] == e["text"]
 
 
 def test_oversize_body_is_refused(server: Server) -> None:

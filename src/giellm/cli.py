@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 import warnings
@@ -239,37 +240,78 @@ def predict(
     batch_size: BatchOption = 16,
     max_new_tokens: MaxNewOption = None,
     device: DeviceOption = "cpu",
+    on_error: Annotated[
+        str, typer.Option(help="a bad input line: fail (nothing written) or skip (to --rejects)")
+    ] = "fail",
+    rejects: Annotated[
+        Path | None, typer.Option(help="where skipped lines go (default: OUT.rejects.jsonl)")
+    ] = None,
 ) -> None:
-    """Predict every record of a file in batches; same ids, same order, written atomically."""
-    from giellm.data.jsonl import write_jsonl
+    """Predict every record of a file in batches; same ids, same order, written atomically.
+
+    A killed run resumes where it stopped when run again with the same input and output (its
+    progress is in OUT.partial until the last record is written).
+    """
+    from giellm.data.jsonl import (
+        dumps,
+        partial_path,
+        read_or_reject,
+        read_unique,
+        resume_count,
+        write_rejects,
+    )
     from giellm.data.registry import get_format
     from giellm.tasks import project
 
+    if on_error not in ("fail", "skip"):
+        raise GiellmError("--on-error must be fail or skip")
     fmt = get_format(from_format)
     if task is None and from_format != "jsonl":
         raise GiellmError(f"--from {from_format} needs --task")
-    if task is None:
-        from giellm.data.jsonl import read_unique
-
-        records = read_unique(input)
-    else:
+    skipped: list[Any] = []
+    if task is not None:
         records = [project(ex, task) for ex in fmt.read(input, task)]
+    elif on_error == "skip":
+        records, skipped = read_or_reject(input)
+    else:
+        records = read_unique(input)
+    if skipped:
+        where = rejects or output.with_name(output.name + ".rejects.jsonl")
+        write_rejects(where, skipped)
+        err_console.print(
+            f"skipped {len(skipped)} bad lines (first: {skipped[0].error}); see {where}"
+        )
     if not records:
         raise GiellmError(f"{input}: no records to predict")
     if schema is None and fmt.schemas:  # a dataset's own format implies its label sets
         schema = fmt.name
+    if not output.parent.is_dir():
+        raise GiellmError(f"{output.parent}: output directory does not exist")
+    partial = partial_path(output)
+    done = resume_count(partial, [r.id for r in records])
+    if done:
+        err_console.print(f"resuming after {done} records already in {partial}")
     extractor = _extractor(model, constrain, batch_size, device, max_new_tokens)
     started = time.perf_counter()
-    with record_progress() as bar:
-        progress = bar.add_task(f"predicting {input.name}", total=len(records))
-        predictions = extractor.predict(
-            records, schema=schema, on_record=lambda _: bar.advance(progress)
-        )
-        count = write_jsonl(output, (p.example for p in predictions))
+    with record_progress() as bar, partial.open("a", encoding="utf-8") as sink:
+        progress = bar.add_task(f"predicting {input.name}", total=len(records), completed=done)
+
+        def write(prediction: Any) -> None:  # one flushed line per record: a kill loses none
+            sink.write(dumps(prediction.example) + "\n")
+            sink.flush()
+            bar.advance(progress)
+
+        # chunks of a few batches: sorted by length for speed, and written out as they finish
+        chunk = 8 * batch_size
+        for _ in extractor.predict(records[done:], schema=schema, chunk=chunk, on_record=write):
+            pass
+        os.fsync(sink.fileno())
+    os.replace(partial, output)
+    count = len(records) - done
     seconds = time.perf_counter() - started
     stats = extractor.stats
     err_console.print(
-        f"wrote {count} predictions to {output} in {seconds:.1f} s "
+        f"wrote {len(records)} predictions to {output} in {seconds:.1f} s "
         f"({count / seconds:.1f} rec/s, {stats.generated_tokens / seconds:,.0f} generated tok/s; "
         f"{stats.windows} windows, {stats.dropped} items dropped by the decoder, "
         f"{stats.truncated} windows cut at max_new_tokens)"

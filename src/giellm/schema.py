@@ -24,6 +24,14 @@ __all__ = [
 ]
 
 
+def unpaired_surrogate(text: str) -> str | None:
+    """Why `text` is not valid Unicode (a lone UTF-16 surrogate, e.g. from JSON "\\ud800")."""
+    for i, char in enumerate(text):
+        if "\ud800" <= char <= "\udfff":
+            return f"text has an unpaired surrogate U+{ord(char):04X} at character {i}"
+    return None
+
+
 class _Record(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", strict=False)
 
@@ -99,6 +107,8 @@ class Example(_Record):
     def _not_blank(cls, value: str) -> str:
         if not value.strip():
             raise ValueError("text is empty")
+        if bad := unpaired_surrogate(value):
+            raise ValueError(bad)
         return value
 
     @field_validator("entities", mode="after")

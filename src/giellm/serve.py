@@ -25,10 +25,11 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from giellm.errors import GiellmError
 from giellm.generate import Completion, Extractor
-from giellm.schema import Example, example_to_dict
+from giellm.schema import Example, example_to_dict, unpaired_surrogate
 from giellm.tasks import get_task
 
 MAX_TEXTS = 256
+MAX_CHARS = 100_000  # per text: longer ones would hold the model for minutes
 
 
 @dataclass
@@ -145,6 +146,12 @@ class ExtractRequest(BaseModel):
         for i, text in enumerate([value] if isinstance(value, str) else value):
             if not text.strip():
                 raise ValueError(f"text {i} is empty")
+            if len(text) > MAX_CHARS:
+                raise ValueError(
+                    f"text {i} has {len(text):,} characters; the limit is {MAX_CHARS:,}"
+                )
+            if bad := unpaired_surrogate(text):
+                raise ValueError(f"text {i}: {bad}")
         return value
 
     @field_validator("task", mode="after")

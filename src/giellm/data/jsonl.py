@@ -6,7 +6,8 @@ import contextlib
 import json
 import os
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
@@ -172,3 +173,84 @@ def read_unique(path: str | Path) -> list[Example]:
         seen[example.id] = number
         out.append(example)
     return out
+
+
+@dataclass(frozen=True)
+class Reject:
+    """A line that could not be used, kept with its reason so nothing is silently lost."""
+
+    line: int
+    error: str
+    raw: str
+
+
+def read_or_reject(path: str | Path) -> tuple[list[Example], list[Reject]]:
+    """Every valid record of a unified file, and every other non-blank line as a `Reject`
+    (bad JSON, wrong fields, unknown task, duplicate id): for `--on-error skip`."""
+    records: list[Example] = []
+    rejects: list[Reject] = []
+    seen: dict[str, int] = {}
+    for number, raw in lines(path):
+        if not raw.strip():
+            continue
+        try:
+            example = parse_line(raw, path=path, line=number)
+            if example.id in seen:
+                raise DataError(
+                    f"duplicate id {example.id!r} (first on line {seen[example.id]})",
+                    path=path,
+                    line=number,
+                    field="id",
+                )
+        except DataError as err:
+            rejects.append(Reject(number, str(err), raw.rstrip("\n")))
+            continue
+        seen[example.id] = number
+        records.append(example)
+    return records, rejects
+
+
+def write_rejects(path: str | Path, rejects: Iterable[Reject]) -> int:
+    """Rejected lines as JSONL ({"line", "error", "raw"}), written atomically."""
+    count = 0
+    with atomic_writer(path) as handle:
+        for r in rejects:
+            handle.write(json.dumps(vars(r), ensure_ascii=False) + "\n")
+            count += 1
+    return count
+
+
+def partial_path(path: str | Path) -> Path:
+    """Where an unfinished prediction run keeps what it has written so far."""
+    path = Path(path)
+    return path.with_name(path.name + ".partial")
+
+
+def resume_count(partial: Path, ids: Sequence[str]) -> int:
+    """How many of `ids` a killed run already wrote to `partial` (0 if none).
+
+    A torn last line (the kill hit mid-write) is cut off; a file that holds other records than
+    the first of `ids` is an error, never silently overwritten or merged.
+    """
+    if not partial.exists():
+        return 0
+    done: list[str] = []
+    keep = 0
+    with partial.open("rb") as handle:
+        for raw in handle:
+            try:
+                record = json.loads(raw.decode("utf-8")) if raw.endswith(b"\n") else None
+            except (UnicodeDecodeError, json.JSONDecodeError):
+                record = None
+            if not isinstance(record, dict) or "id" not in record:
+                break
+            done.append(str(record["id"]))
+            keep += len(raw)
+    if done != list(ids[: len(done)]):
+        raise DataError(
+            "holds predictions of other records than this input's; delete it to start over",
+            path=partial,
+        )
+    with partial.open("r+b") as handle:
+        handle.truncate(keep)
+    return len(done)

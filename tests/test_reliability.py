@@ -1,0 +1,104 @@
+"""Bad input and faults lose nothing: skipped lines are reported, killed runs resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+from conftest import GIELLM, run_cli
+from giellm.data.jsonl import dumps, read_jsonl, resume_count, write_jsonl
+from giellm.data.registry import load
+from giellm.schema import Example
+
+GOOD = [
+    Example(id="a", task="NER", text="トヨタ自動車は名古屋で会見した。"),
+    Example(id="b", task="SA", text="とても楽しかった！"),
+    Example(id="c", task="NER", text="<p>ＳＯＮＹと任天堂</p>\u0007\t全角ＡＢＣ半角abc"),
+]
+
+
+def test_skip_keeps_every_good_record_and_reports_every_bad_line(tmp_path: Path) -> None:
+    lines = [
+        dumps(GOOD[0]),
+        "{not json",
+        '{"id": "x", "task": "NER", "text": 5}',
+        '{"id": "y", "task": "POS", "text": "東京"}',
+        '{"id": "z", "task": "NER", "text": "   "}',
+        dumps(GOOD[1]),
+        '{"id": "s", "task": "NER", "text": "東京\\ud800"}',
+        "[1, 2]",
+        dumps(GOOD[0]),  # duplicate id
+        "",
+        dumps(GOOD[2]),
+    ]
+    src = tmp_path / "in.jsonl"
+    src.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    out = tmp_path / "out.jsonl"
+
+    failed = run_cli("predict", str(src), "-o", str(out))
+    assert failed.returncode == 2
+    assert failed.stderr.startswith(f"error: {src}:2: not valid JSON")
+    assert not out.exists()
+
+    done = run_cli("predict", str(src), "-o", str(out), "--on-error", "skip")
+    assert done.returncode == 0, done.stderr
+    assert [r.id for r in read_jsonl(out)] == ["a", "b", "c"]
+    assert [r.text for r in read_jsonl(out)] == [g.text for g in GOOD]
+    rejects = (tmp_path / "out.jsonl.rejects.jsonl").read_text(encoding="utf-8")
+    rejected = [json.loads(line) for line in rejects.splitlines()]
+    assert [r["line"] for r in rejected] == [2, 3, 4, 5, 7, 8, 9]
+    reasons = " | ".join(r["error"] for r in rejected)
+    expected = [
+        "not valid JSON", "field 'text'", "unknown task 'POS'", "text is empty",
+        "unpaired surrogate U+D800", "expected a JSON object", "duplicate id 'a'",
+    ]  # fmt: skip
+    assert all(e in reasons for e in expected), reasons
+    assert rejected[0]["raw"] == "{not json"
+    assert "skipped 7 bad lines" in done.stderr
+
+
+def test_killed_predict_resumes_without_losing_or_repeating_records(
+    data_dir: Path, tmp_path: Path
+) -> None:
+    records = load("stockmark", "dev", "NER", data_dir)[:200]
+    src, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    write_jsonl(src, records)
+    command = [GIELLM, "predict", str(src), "-o", str(out), "--batch-size", "4"]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    process = subprocess.Popen(command, env=env, stderr=subprocess.DEVNULL)
+    partial = tmp_path / "out.jsonl.partial"
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and process.poll() is None:
+        if partial.exists() and partial.read_text(encoding="utf-8").count("\n") >= 3:
+            break
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert not out.exists()  # no complete-looking output from a killed run
+    written = partial.read_text(encoding="utf-8").count("\n")
+    assert 0 < written < len(records)
+    with partial.open("a", encoding="utf-8") as torn:  # as if the kill hit mid-line
+        torn.write('{"id": "stockmark-dev-0')
+
+    resumed = run_cli("predict", str(src), "-o", str(out), "--batch-size", "4")
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"resuming after {written} records" in resumed.stderr
+    ids = [r.id for r in read_jsonl(out)]
+    assert ids == [r.id for r in records]  # each once, in order
+    assert not partial.exists()
+
+
+def test_a_partial_file_of_other_records_is_never_merged(tmp_path: Path) -> None:
+    partial = tmp_path / "out.jsonl.partial"
+    partial.write_text(dumps(GOOD[1]) + "\n", encoding="utf-8")
+    assert resume_count(tmp_path / "none.partial", ["a"]) == 0
+    src = tmp_path / "in.jsonl"
+    write_jsonl(src, GOOD)
+    result = run_cli("predict", str(src), "-o", str(tmp_path / "out.jsonl"))
+    assert result.returncode == 2
+    assert "holds predictions of other records" in result.stderr
+    assert partial.read_text(encoding="utf-8") == dumps(GOOD[1]) + "\n"  # left as it was
