@@ -26,6 +26,7 @@ from giellm.data.registry import load
 from giellm.generate import Extractor
 from giellm.metrics import score
 from giellm.progress import record_progress
+from giellm.report import spread
 
 CASES = [
     ("stockmark", "NER"),
@@ -45,7 +46,9 @@ def _fmt(value: float | None) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=None, help="model directory (default: embedded)")
-    parser.add_argument("--limit", type=int, default=None, help="first N dev records per case")
+    parser.add_argument(
+        "--limit", type=int, default=None, help="N dev records per case, spread over the split"
+    )
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--cases", default=None, help="comma list like stockmark:NER,jrte:SA")
     parser.add_argument("--out", default="results/tiny_ja_dev.json")
@@ -56,7 +59,7 @@ def main() -> None:
     extractor = Extractor(args.model, batch_size=args.batch_size)
     rows = []
     for name, task in cases:
-        gold = load(name, "dev", task)[: args.limit]
+        gold = spread(load(name, "dev", task), args.limit)
         before = (
             extractor.stats.dropped,
             extractor.stats.truncated,

@@ -36,7 +36,7 @@ def run(
     started = time.perf_counter()
     done = subprocess.run(command, capture_output=True, text=True, check=True)
     seconds = time.perf_counter() - started
-    summary = done.stderr.strip().splitlines()[-1]
+    summary = " ".join(done.stderr.split("wrote ")[-1].split())
     dropped = re.search(r"(\d+) items dropped", summary)
     truncated = re.search(r"(\d+) windows cut", summary)
     records = sum(1 for _ in read_jsonl(out))

@@ -129,6 +129,17 @@ def test_escaped_and_marked_spans(trie: VocabTrie, tokenizer: object) -> None:
         assert not _walk(trie, grammar, ids)[1], bad
 
 
+def test_label_only_tasks_must_name_a_label(trie: VocabTrie, tokenizer: object) -> None:
+    schema = LabelSchema.of(labels=["ポジティブ", "ネガティブ"])
+    for task, target, ok in [
+        ("SA", "<ポジティブ>", True),
+        ("SA", "<>", False),  # a classifier that names no class answered nothing
+        ("NER", "<>", True),  # word-level tasks may carry no text-level label
+    ]:
+        ids = tokenizer(target, add_special_tokens=False)["input_ids"]  # type: ignore[operator]
+        assert _walk(trie, Grammar(task, schema, "楽しい旅行"), ids)[1] is ok, (task, target)
+
+
 def test_random_model_constrained_vs_free(base_models: dict[str, Path], data_dir: Path) -> None:
     """An untrained model writes nothing usable on its own; constrained, every item parses."""
     dev = load("stockmark", "dev", "NER", data_dir)[:8]

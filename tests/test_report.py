@@ -15,7 +15,7 @@ from giellm.baselines.ginza import MAPPINGS, GinzaNER
 from giellm.data.registry import get_format, load
 from giellm.generate import Extractor
 from giellm.metrics import score
-from giellm.report import comparisons, results_table
+from giellm.report import ablation_findings, comparisons, results_table, spread, write_report
 from giellm.serve import background_server, create_app
 from giellm.train_config import DataSource
 
@@ -105,6 +105,14 @@ def test_ablation_trains_each_variant_once_and_scores_its_cases(
         assert all(p.label in labels for p in predicted)  # split: label from its TC pass
 
 
+def test_limited_cases_are_spread_over_the_whole_split(data_dir: Path) -> None:
+    news = load("livedoor", "dev", "TC", data_dir)  # sorted by category
+    sample = spread(news, 90)
+    assert len(sample) == 90 and len({r.id for r in sample}) == 90
+    assert len({r.label for r in sample}) == 9  # the first 90 would hold one or two categories
+    assert spread(news, None) == news and spread(news, 10_000) == news
+
+
 def test_report_tables_say_plainly_who_wins() -> None:
     base = {"records": 10, "word_accuracy": None, "overall_accuracy": None, "precision": None}
     rows = [
@@ -118,6 +126,29 @@ def test_report_tables_say_plainly_who_wins() -> None:
     ]
     table = results_table(rows)
     assert "| jrte | SA | giellm | 10 | 0.600 | – |" in table
+
+
+def test_ablation_rows_get_their_own_table_and_ranking(tmp_path: Path) -> None:
+    def row(system: str, group: str, acc: float) -> dict[str, object]:
+        return {"system": system, "group": group, "dataset": "fkc", "task": "NER",
+                "records": 100, "text_accuracy": acc, "word_accuracy": 0.9,
+                "overall_accuracy": acc - 0.01, "precision": 0.2, "recall": 0.1, "f1": acc / 2,
+                "seconds": 1.0, "records_per_second": 100.0}  # fmt: skip
+
+    rows = [
+        row("giellm", "main", 0.3),
+        row("joint", "ablation", 0.48),
+        row("split", "ablation", 0.44),
+    ]
+    assert ablation_findings(rows[1:]) == [
+        "- fkc NER (f1): joint 0.240 > split 0.220; overall accuracy: joint 0.470, split 0.430."
+    ]
+    report = write_report(tmp_path, rows, ours="giellm", context={"limit": 100})
+    text = report.read_text(encoding="utf-8")
+    main, ablation = text.split("## Mutual Reinforcement Effect ablation")
+    assert "| fkc | NER | giellm |" in main and "| fkc | NER | joint |" not in main
+    assert "| fkc | NER | joint |" in ablation and "| fkc | NER | split |" in ablation
+    assert (tmp_path / "ablation.png").exists()
 
 
 def test_report_command_writes_markdown_plots_and_json(tmp_path: Path) -> None:

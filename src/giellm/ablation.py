@@ -111,7 +111,12 @@ def systems(ablation: Ablation, trained: dict[str, Path]) -> list[GiellmSystem]:
         cases = frozenset((c.split(":")[0], get_task(c.split(":")[1]).name) for c in specs)
         out.append(
             GiellmSystem(
-                v.system, trained[v.name], cases=cases, label_task=v.label_task, batch_size=32
+                v.system,
+                trained[v.name],
+                cases=cases,
+                label_task=v.label_task,
+                group="ablation",
+                batch_size=32,
             )
         )
     return out

@@ -96,8 +96,8 @@ class Grammar:
             self.starts_by_byte.setdefault(self.text[i], []).append(i)
         labels = _names(schema.labels, escaped=False)
         self.literals = {
-            # `<>` is always allowed: a record may have no text-level label
-            "label": _Literal(labels, _CLOSE, allow_empty=True),
+            # a label-only task (TC, SA) must name a label; elsewhere `<>` means "no label"
+            "label": _Literal(labels, _CLOSE, allow_empty=spec.family != "none"),
             "etype": _Literal(_names(schema.entity_types), _COLON),
             "rtype": _Literal(_names(schema.relation_types), _COMMA),
             "evtype": _Literal(_names(schema.event_types), _COLON),

@@ -23,7 +23,7 @@ from rich.progress import (
 )
 from rich.text import Text
 
-err_console = Console(stderr=True)
+err_console = Console(stderr=True, soft_wrap=True)  # messages stay one line in logs
 
 
 class _Rate(ProgressColumn):

@@ -56,6 +56,7 @@ class GiellmSystem:
     tasks: frozenset[str] | None = None  # tasks it was trained for (read from giellm.json)
     cases: frozenset[tuple[str, str]] | None = None  # only these (dataset, task) pairs
     label_task: str | None = None  # a split-records model: the label comes from this task
+    group: str = "main"  # "ablation" rows get their own table
     _extractor: Any = None
 
     def supports(self, dataset: str, task: str) -> bool:
@@ -138,6 +139,14 @@ class FewShotSystem:
         return [p.example for p in client.predict(records, on_record=lambda _: advance())]
 
 
+def spread(records: Sequence[Example], limit: int | None) -> list[Example]:
+    """`limit` records evenly spaced over the whole split (dev files are often sorted by
+    label, so the first N would be a biased sample); all of them when `limit` is None."""
+    if limit is None or limit >= len(records):
+        return list(records)
+    return [records[i * len(records) // limit] for i in range(limit)]
+
+
 def main_metric(task: str) -> str:
     """The figure a case is ranked by: text accuracy for label-only tasks, span F1 otherwise."""
     return "text_accuracy" if get_task(task).family == "none" else "f1"
@@ -153,6 +162,7 @@ def evaluate_system(
     figures = score(gold, predicted).as_dict()
     return {
         "system": system.name,
+        "group": getattr(system, "group", "main"),
         "dataset": dataset,
         "task": gold[0].task,
         **{
@@ -208,6 +218,22 @@ def comparisons(rows: Sequence[dict[str, Any]], ours: str) -> list[str]:
                 f"- {dataset} {task}: {ours} {verb} {name} on {metric.replace('_', ' ')} "
                 f"({mine:.3f} vs {r[metric]:.3f})."
             )
+    return out
+
+
+def ablation_findings(rows: Sequence[dict[str, Any]]) -> list[str]:
+    """Per case, the ablation variants ranked by the case's main figure, in one sentence."""
+    out = []
+    for dataset, task in dict.fromkeys((r["dataset"], r["task"]) for r in rows):
+        metric = main_metric(task)
+        here = [r for r in rows if (r["dataset"], r["task"]) == (dataset, task)]
+        if len(here) < 2:
+            continue
+        ranked = sorted(here, key=lambda r: -(r[metric] or 0.0))
+        order = " > ".join(f"{r['system']} {r[metric] or 0.0:.3f}" for r in ranked)
+        overall = ", ".join(f"{r['system']} {_fmt(r['overall_accuracy'])}" for r in ranked)
+        name = metric.replace("_", " ")
+        out.append(f"- {dataset} {task} ({name}): {order}; overall accuracy: {overall}.")
     return out
 
 
@@ -269,8 +295,10 @@ def write_report(
     if not rows:
         raise GiellmError("nothing to report: no system ran on any case")
     out_dir.mkdir(parents=True, exist_ok=True)
-    plot_scores(rows, out_dir / "scores.png")
-    plot_throughput(rows, out_dir / "throughput.png")
+    main = [r for r in rows if r.get("group", "main") == "main"]
+    ablation = [r for r in rows if r.get("group") == "ablation"]
+    plot_scores(main or rows, out_dir / "scores.png")
+    plot_throughput(main or rows, out_dir / "throughput.png")
     lines = [
         "# giellm evaluation report",
         "",
@@ -278,14 +306,31 @@ def write_report(
         "every system scored by `giellm.metrics` (strict spans). Text accuracy ranks TC and SA, "
         "span F1 the rest.",
         "",
-        results_table(rows),
+        results_table(main),
         "",
         "![scores](scores.png)",
         "",
         "## Where giellm wins and loses",
         "",
-        *(comparisons(rows, ours) or ["- no other system ran on the same cases."]),
+        *(comparisons(main, ours) or ["- no other system ran on the same cases."]),
         "",
+    ]
+    if ablation:
+        plot_scores(ablation, out_dir / "ablation.png")
+        lines += [
+            "## Mutual Reinforcement Effect ablation",
+            "",
+            "Same pretrained base, same steps and batch size; only the training data differs "
+            "(see `configs/ablation.yaml`).",
+            "",
+            results_table(ablation),
+            "",
+            "![ablation](ablation.png)",
+            "",
+            *ablation_findings(ablation),
+            "",
+        ]
+    lines += [
         "## Throughput",
         "",
         "![throughput](throughput.png)",

@@ -1,0 +1,379 @@
+"""The model commands of `giellm` (extract, predict, train, report, serve), registered by
+`giellm.cli`: thin wrappers that parse arguments and call the library."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from giellm.errors import GiellmError
+from giellm.progress import err_console, record_progress
+
+ModelOption = Annotated[
+    Path | None, typer.Option("--model", "-m", help="model directory (default: the embedded one)")
+]
+SchemaOption = Annotated[
+    str | None,
+    typer.Option("--schema", help="constrain to this dataset's label sets (default: the model's)"),
+]
+ConstrainOption = Annotated[
+    bool, typer.Option("--constrain/--no-constrain", help="grammar-constrained decoding")
+]
+BatchOption = Annotated[int, typer.Option(help="windows generated together")]
+MaxNewOption = Annotated[
+    int | None, typer.Option(help="generation budget per window (default: the model's)")
+]
+DeviceOption = Annotated[str, typer.Option(help="cpu, cuda, cuda:1, …")]
+
+
+def _extractor(
+    model: Path | None, constrain: bool, batch_size: int, device: str, max_new_tokens: int | None
+) -> Any:
+    from transformers.utils import logging as hf_logging
+
+    from giellm.generate import Extractor
+
+    hf_logging.disable_progress_bar()
+    if batch_size < 1 or (max_new_tokens is not None and max_new_tokens < 1):
+        raise GiellmError("--batch-size and --max-new-tokens must be at least 1")
+    return Extractor(
+        model,
+        device=device,
+        constrained=constrain,
+        batch_size=batch_size,
+        max_new_tokens=max_new_tokens,
+    )
+
+
+def extract(
+    texts: Annotated[list[str], typer.Argument(help="text(s) to analyse; '-' reads stdin lines")],
+    task: Annotated[str, typer.Option("--task", "-t", help="TC SA NER RE EE PAS")],
+    model: ModelOption = None,
+    schema: SchemaOption = None,
+    constrain: ConstrainOption = True,
+    batch_size: BatchOption = 16,
+    max_new_tokens: MaxNewOption = None,
+    device: DeviceOption = "cpu",
+) -> None:
+    """Extract one task from text and print one JSON record per text."""
+    from giellm.data.jsonl import dumps
+    from giellm.tasks import get_task
+
+    get_task(task)  # fail on a bad task before loading the model
+    if texts == ["-"]:
+        texts = [line.rstrip("\n") for line in sys.stdin if line.strip()]
+    if not texts or not all(t.strip() for t in texts):
+        raise GiellmError("give at least one non-empty text")
+    extractor = _extractor(model, constrain, batch_size, device, max_new_tokens)
+    for record in extractor.extract(texts, task=task, schema=schema):
+        print(dumps(record))
+
+
+def predict(
+    input: Annotated[Path, typer.Argument(help="records to predict (unified JSONL or --from)")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="predicted JSONL to write")],
+    model: ModelOption = None,
+    from_format: Annotated[
+        str, typer.Option("--from", help="input format (see `giellm datasets`)")
+    ] = "jsonl",
+    task: Annotated[
+        str | None, typer.Option("--task", "-t", help="task (default: each record's own)")
+    ] = None,
+    schema: SchemaOption = None,
+    constrain: ConstrainOption = True,
+    batch_size: BatchOption = 16,
+    max_new_tokens: MaxNewOption = None,
+    device: DeviceOption = "cpu",
+    on_error: Annotated[
+        str, typer.Option(help="a bad input line: fail (nothing written) or skip (to --rejects)")
+    ] = "fail",
+    rejects: Annotated[
+        Path | None, typer.Option(help="where skipped lines go (default: OUT.rejects.jsonl)")
+    ] = None,
+) -> None:
+    """Predict every record of a file in batches; same ids, same order, written atomically.
+
+    A killed run resumes where it stopped when run again with the same input and output (its
+    progress is in OUT.partial until the last record is written).
+    """
+    from giellm.data.jsonl import (
+        dumps,
+        partial_path,
+        read_or_reject,
+        read_unique,
+        resume_count,
+        write_rejects,
+    )
+    from giellm.data.registry import get_format
+    from giellm.tasks import project
+
+    if on_error not in ("fail", "skip"):
+        raise GiellmError("--on-error must be fail or skip")
+    fmt = get_format(from_format)
+    if task is None and from_format != "jsonl":
+        raise GiellmError(f"--from {from_format} needs --task")
+    skipped: list[Any] = []
+    if task is not None:
+        records = [project(ex, task) for ex in fmt.read(input, task)]
+    elif on_error == "skip":
+        records, skipped = read_or_reject(input)
+    else:
+        records = read_unique(input)
+    if skipped:
+        where = rejects or output.with_name(output.name + ".rejects.jsonl")
+        write_rejects(where, skipped)
+        err_console.print(
+            f"skipped {len(skipped)} bad lines (first: {skipped[0].error}); see {where}"
+        )
+    if not records:
+        raise GiellmError(f"{input}: no records to predict")
+    if schema is None and fmt.schemas:  # a dataset's own format implies its label sets
+        schema = fmt.name
+    if not output.parent.is_dir():
+        raise GiellmError(f"{output.parent}: output directory does not exist")
+    partial = partial_path(output)
+    done = resume_count(partial, [r.id for r in records])
+    if done:
+        err_console.print(f"resuming after {done} records already in {partial}")
+    extractor = _extractor(model, constrain, batch_size, device, max_new_tokens)
+    started = time.perf_counter()
+    with record_progress() as bar, partial.open("a", encoding="utf-8") as sink:
+        progress = bar.add_task(f"predicting {input.name}", total=len(records), completed=done)
+
+        def write(prediction: Any) -> None:  # one flushed line per record: a kill loses none
+            sink.write(dumps(prediction.example) + "\n")
+            sink.flush()
+            bar.advance(progress)
+
+        # chunks of a few batches: sorted by length for speed, and written out as they finish
+        chunk = 8 * batch_size
+        for _ in extractor.predict(records[done:], schema=schema, chunk=chunk, on_record=write):
+            pass
+        os.fsync(sink.fileno())
+    os.replace(partial, output)
+    count = len(records) - done
+    seconds = time.perf_counter() - started
+    stats = extractor.stats
+    err_console.print(
+        f"wrote {len(records)} predictions to {output} in {seconds:.1f} s "
+        f"({count / seconds:.1f} rec/s, {stats.generated_tokens / seconds:,.0f} generated tok/s; "
+        f"{stats.windows} windows, {stats.dropped} items dropped by the decoder, "
+        f"{stats.truncated} windows cut at max_new_tokens)"
+    )
+
+
+def _pool(spec: str) -> dict[str, Any]:
+    parts = spec.split(":")
+    if len(parts) not in (2, 3) or not all(parts):
+        raise GiellmError(f"--data {spec!r}: expected DATASET:TASK or DATASET:TASK:WEIGHT")
+    pool: dict[str, Any] = {"dataset": parts[0], "task": parts[1]}
+    if len(parts) == 3:
+        try:
+            pool["weight"] = float(parts[2])
+        except ValueError:
+            raise GiellmError(f"--data {spec!r}: weight {parts[2]!r} is not a number") from None
+    return pool
+
+
+def train(
+    config: Annotated[
+        Path | None, typer.Option("--config", "-c", help="YAML training config (configs/*.yaml)")
+    ] = None,
+    output_dir: Annotated[str | None, typer.Option(help="where the model goes")] = None,
+    base_model: Annotated[
+        str | None, typer.Option(help="local HF causal LM directory to fine-tune")
+    ] = None,
+    data: Annotated[
+        list[str] | None,
+        typer.Option("--data", "-d", help="pool DATASET:TASK[:WEIGHT]; repeat for a mix"),
+    ] = None,
+    lora: Annotated[
+        bool | None, typer.Option("--lora/--full", help="LoRA adapters, or every weight")
+    ] = None,
+    lora_r: Annotated[int | None, typer.Option(help="LoRA rank")] = None,
+    lora_alpha: Annotated[int | None, typer.Option(help="LoRA alpha")] = None,
+    lora_targets: Annotated[
+        str | None, typer.Option(help="comma-separated module names (default: all linear)")
+    ] = None,
+    epochs: Annotated[float | None, typer.Option(help="passes over the mix")] = None,
+    max_steps: Annotated[int | None, typer.Option(help="stop after N steps")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="records per step")] = None,
+    lr: Annotated[float | None, typer.Option(help="peak learning rate")] = None,
+) -> None:
+    """Fine-tune a causal LM on a multi-task mix (LoRA or full); see configs/ for examples."""
+    from giellm.train import run
+    from giellm.train_config import config_from_dict, load_config
+
+    overrides: dict[str, Any] = {
+        "output_dir": output_dir,
+        "base_model": base_model,
+        "epochs": epochs,
+        "max_steps": max_steps,
+        "batch_size": batch_size,
+        "lr": lr,
+        "data": [_pool(d) for d in data] if data else None,
+    }
+    if config is not None:
+        settings = load_config(config, **overrides)
+    else:
+        if output_dir is None or not data:
+            raise GiellmError("give --config, or --output-dir and at least one --data")
+        settings = config_from_dict({k: v for k, v in overrides.items() if v is not None})
+    if lora is False:
+        settings.lora = None
+    elif lora or lora_r or lora_alpha or lora_targets:
+        from giellm.train_config import LoraSettings
+
+        current = settings.lora or LoraSettings()
+        settings.lora = LoraSettings(
+            r=lora_r or current.r,
+            alpha=lora_alpha or current.alpha,
+            dropout=current.dropout,
+            target_modules=lora_targets.split(",") if lora_targets else current.target_modules,
+        )
+    final = run(settings)
+    err_console.print(f"model saved to {final}")
+
+
+def _cases(spec: str | None) -> list[tuple[str, str]]:
+    from giellm.data.registry import get_format
+    from giellm.report import DEFAULT_CASES
+    from giellm.tasks import get_task
+
+    if not spec:
+        return DEFAULT_CASES
+    cases = []
+    for part in spec.split(","):
+        dataset, _, task = part.strip().partition(":")
+        if not task:
+            raise GiellmError(f"--cases: {part!r} is not DATASET:TASK")
+        cases.append((get_format(dataset).name, get_task(task).name))
+    return cases
+
+
+def report(
+    output: Annotated[
+        Path, typer.Option("--output", "-o", help="folder for report.md, PNGs, JSON")
+    ] = Path("reports/latest"),
+    systems: Annotated[
+        str, typer.Option(help="comma list of giellm, ginza, fewshot")
+    ] = "giellm,ginza,fewshot",
+    cases: Annotated[
+        str | None, typer.Option(help="DATASET:TASK,… (default: the seven shared dev cases)")
+    ] = None,
+    model: ModelOption = None,
+    also: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--also", help="another giellm model as NAME=DIR (repeatable), e.g. ablations"
+        ),
+    ] = None,
+    limit: Annotated[int | None, typer.Option(help="first N dev records per case")] = None,
+    ablation: Annotated[
+        Path | None,
+        typer.Option(help="MRE ablation config (configs/ablation.yaml): trains and adds its rows"),
+    ] = None,
+    fewshot_url: Annotated[
+        str | None,
+        typer.Option(help="OpenAI-compatible base URL (…/v1); default: a local giellm server"),
+    ] = None,
+    fewshot_model: Annotated[str, typer.Option(help="model name sent to the endpoint")] = "giellm",
+    shots: Annotated[int, typer.Option(help="in-context examples per query")] = 3,
+    fewshot_mode: Annotated[str, typer.Option(help="chat or completions")] = "chat",
+) -> None:
+    """Run systems on shared dev splits; write a Markdown report with tables, plots and JSON."""
+    import contextlib
+    import functools
+
+    from giellm.data.registry import load
+    from giellm.report import (
+        FewShotSystem,
+        GiellmSystem,
+        GinzaSystem,
+        evaluate_system,
+        spread,
+        write_report,
+    )
+
+    chosen = [s.strip().lower() for s in systems.split(",") if s.strip()]
+    unknown = set(chosen) - {"giellm", "ginza", "fewshot"}
+    if unknown:
+        raise GiellmError(
+            f"--systems: unknown {', '.join(sorted(unknown))} (giellm, ginza, fewshot)"
+        )
+    if fewshot_mode not in ("chat", "completions"):
+        raise GiellmError("--fewshot-mode must be chat or completions")
+    ours = "giellm" if model is None else f"giellm ({model.name})"
+    runners: list[Any] = []
+    if "giellm" in chosen:
+        runners.append(GiellmSystem(ours, model))
+    for entry in also or []:
+        name, _, directory = entry.partition("=")
+        if not directory:
+            raise GiellmError(f"--also: {entry!r} is not NAME=DIR")
+        runners.append(GiellmSystem(name, Path(directory)))
+    if ablation is not None:
+        from giellm.ablation import load_ablation, train_variants
+        from giellm.ablation import systems as ablation_systems
+
+        settings = load_ablation(ablation)
+        runners += ablation_systems(settings, train_variants(settings))
+    if "ginza" in chosen:
+        runners.append(GinzaSystem())
+    chosen_cases = _cases(cases)
+    context: dict[str, Any] = {"limit": limit, "cases": [f"{d}:{t}" for d, t in chosen_cases]}
+    with contextlib.ExitStack() as stack:
+        if "fewshot" in chosen:
+            url = fewshot_url
+            if url is None:  # the baseline talks HTTP to a real server, here one of our own
+                from giellm.serve import background_server, create_app
+
+                local = _extractor(model, True, 16, "cpu", None)
+                url = stack.enter_context(background_server(create_app(local))) + "/v1"
+            runners.append(
+                FewShotSystem(url, fewshot_model, k=shots, mode=fewshot_mode, name=f"{shots}-shot")
+            )
+            served = "a local giellm server on loopback, same model" if fewshot_url is None else url
+            context["few-shot endpoint"] = f"{served} ({fewshot_mode}, model {fewshot_model})"
+        rows = []
+        with record_progress(transient=False) as bar:
+            for dataset, task in chosen_cases:
+                gold = spread(load(dataset, "dev", task), limit)
+                for system in runners:
+                    if not system.supports(dataset, task):
+                        continue
+                    job = bar.add_task(f"{system.name}: {dataset} {task}", total=len(gold))
+                    advance = functools.partial(bar.advance, job)
+                    rows.append(evaluate_system(system, dataset, gold, advance))
+    written = write_report(output, rows, ours=ours, context=context)
+    err_console.print(f"wrote {written} ({len(rows)} rows)")
+
+
+def serve(
+    model: ModelOption = None,
+    host: Annotated[str, typer.Option(help="address to bind")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="port to listen on")] = 8000,
+    max_batch: Annotated[int, typer.Option(help="most inputs generated in one batch")] = 32,
+    max_wait_ms: Annotated[
+        float, typer.Option(help="how long a request waits for others to batch with")
+    ] = 10.0,
+    constrain: ConstrainOption = True,
+    max_new_tokens: MaxNewOption = None,
+    device: DeviceOption = "cpu",
+) -> None:
+    """Serve the model over HTTP: /extract, /health and OpenAI-style /v1/* routes."""
+    from giellm.serve import create_app, run_server
+
+    if max_batch < 1 or max_wait_ms < 0:
+        raise GiellmError("--max-batch must be at least 1 and --max-wait-ms at least 0")
+    extractor = _extractor(model, constrain, max_batch, device, max_new_tokens)
+    name = "giellm-default" if model is None else model.name
+    application = create_app(
+        extractor, model_name=name, max_batch=max_batch, max_wait_ms=max_wait_ms
+    )
+    run_server(application, host=host, port=port)
