@@ -3,6 +3,7 @@ graceful shutdown. The server runs the embedded default model in its own process
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -126,7 +127,9 @@ def test_many_texts_in_one_request_and_text_level_tasks(server: Server, data_dir
 def test_bad_requests_get_clear_4xx(
     server: Server, body: dict[str, object], status: int, message: str
 ) -> None:
-    response = httpx.post(f"{server.url}/extract", json=body, timeout=30)
+    raw = json.dumps(body)  # ASCII with \u escapes: carries even a lone surrogate as JSON may
+    headers = {"content-type": "application/json"}
+    response = httpx.post(f"{server.url}/extract", content=raw, headers=headers, timeout=30)
     assert response.status_code == status
     assert message in response.text
 

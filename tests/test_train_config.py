@@ -10,7 +10,7 @@ from giellm.errors import GiellmError
 from giellm.train_config import TrainConfig, load_config
 
 CONFIGS = sorted((Path(__file__).resolve().parent.parent / "configs").glob("*.yaml"))
-TRAIN_CONFIGS = [c for c in CONFIGS if not c.name.startswith("accelerate")]
+TRAIN_CONFIGS = [c for c in CONFIGS if not c.name.startswith(("accelerate", "ablation"))]
 
 
 @pytest.mark.parametrize("path", TRAIN_CONFIGS, ids=lambda p: p.name)
@@ -18,6 +18,15 @@ def test_shipped_configs_load(path: Path) -> None:
     config = load_config(path)
     assert isinstance(config, TrainConfig) and config.data
     assert all(source.weight > 0 for source in config.data)
+
+
+def test_shipped_ablation_config_loads() -> None:
+    from giellm.ablation import load_ablation
+
+    ablation = load_ablation(CONFIGS[0].parent / "ablation.yaml")
+    assert ablation.max_steps > 0 and len(ablation.variants) >= 4
+    split = next(v for v in ablation.variants if v.label_task)
+    assert any(not d.text_label for d in split.data)
 
 
 def test_overrides_replace_top_level_keys(tmp_path: Path) -> None:

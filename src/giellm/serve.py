@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal, cast
 
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -273,6 +274,13 @@ def create_app(
                 status_code=413,
             )
         return await call_next(request)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        # pydantic's errors echo the input, which may not even encode (a lone surrogate):
+        # answer with where and why only
+        detail = [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in exc.errors()]
+        return JSONResponse({"detail": detail}, status_code=422)
 
     @app.get("/health")
     async def health() -> dict[str, Any]:
