@@ -26,17 +26,7 @@ from giellm.data.registry import load
 from giellm.generate import Extractor
 from giellm.metrics import score
 from giellm.progress import record_progress
-from giellm.report import spread
-
-CASES = [
-    ("stockmark", "NER"),
-    ("livedoor", "TC"),
-    ("jrte", "SA"),
-    ("kwdlc", "NER"),
-    ("kwdlc", "PAS"),
-    ("jacred", "RE"),
-    ("fkc", "NER"),
-]
+from giellm.report import DEFAULT_CASES, spread
 
 
 def _fmt(value: float | None) -> str:
@@ -53,7 +43,7 @@ def main() -> None:
     parser.add_argument("--cases", default=None, help="comma list like stockmark:NER,jrte:SA")
     parser.add_argument("--out", default="results/tiny_ja_dev.json")
     args = parser.parse_args()
-    cases = [tuple(c.split(":")) for c in args.cases.split(",")] if args.cases else CASES
+    cases = [tuple(c.split(":")) for c in args.cases.split(",")] if args.cases else DEFAULT_CASES
 
     torch.set_num_threads(os.cpu_count() or 1)
     extractor = Extractor(args.model, batch_size=args.batch_size)

@@ -147,8 +147,6 @@ class Extractor:
 
         A prompt longer than the model's window keeps its end (the part next to the answer).
         """
-        import torch
-
         tok = self.tokenizer
         limit = _model_limit(self.model)
         keep = None if limit is None else max(1, limit - max_tokens)
@@ -160,24 +158,7 @@ class Extractor:
         out: list[Completion] = []
         for k in range(0, len(rows), self.batch_size):
             batch = rows[k : k + self.batch_size]
-            padded, masks = pad_batch(batch, tok.pad_token_id, left=True)
-            input_ids = torch.tensor(padded, device=self.device)
-            budget = (
-                max_tokens if limit is None else max(1, min(max_tokens, limit - len(padded[0])))
-            )
-            with torch.inference_mode():
-                output = self.model.generate(
-                    input_ids=input_ids,
-                    attention_mask=torch.tensor(masks, device=self.device),
-                    max_new_tokens=budget,
-                    do_sample=False,
-                    use_cache=True,
-                    pad_token_id=tok.pad_token_id,
-                    eos_token_id=tok.eos_token_id,
-                )
-            for ids, row in zip(batch, output[:, input_ids.shape[1] :].tolist(), strict=True):
-                ended = tok.eos_token_id in row
-                row = row[: row.index(tok.eos_token_id)] if ended else row
+            for ids, (row, ended) in zip(batch, self._greedy(batch, max_tokens, []), strict=True):
                 text = tok.decode(row, skip_special_tokens=True)
                 cuts = [text.index(s) for s in stop if s and s in text]
                 if cuts:
@@ -229,21 +210,32 @@ class Extractor:
         return out
 
     def _generate(self, batch: list[_Window], schemas: dict[str, LabelSchema]) -> None:
-        import torch
-
-        tok = self.tokenizer
-        padded, masks = pad_batch([w.ids for w in batch], tok.pad_token_id, left=True)
-        input_ids = torch.tensor(padded, device=self.device)
-        budget = self.max_new_tokens
-        limit = _model_limit(self.model)
-        if limit is not None:
-            budget = max(1, min(budget, limit - input_ids.shape[1]))
         processors = []
         if self.constrained:
             grammars = [
                 Grammar(w.source.task, schemas[w.source.task], w.source.text) for w in batch
             ]
             processors.append(GrammarLogitsProcessor(self.trie, grammars))
+        rows = self._greedy([w.ids for w in batch], self.max_new_tokens, processors)
+        for w, (row, ended) in zip(batch, rows, strict=True):
+            w.generated = self.tokenizer.decode(row, skip_special_tokens=True)
+            w.ended = ended
+            self.stats.generated_tokens += len(row)
+
+    def _greedy(
+        self, prompts: list[list[int]], max_tokens: int, processors: list[Any]
+    ) -> list[tuple[list[int], bool]]:
+        """One left-padded batch, greedy with the KV cache: (new ids before EOS, ended) per row.
+
+        The budget shrinks so prompt + output fit the model's positions.
+        """
+        import torch
+
+        tok = self.tokenizer
+        padded, masks = pad_batch(prompts, tok.pad_token_id, left=True)
+        input_ids = torch.tensor(padded, device=self.device)
+        limit = _model_limit(self.model)
+        budget = max_tokens if limit is None else max(1, min(max_tokens, limit - len(padded[0])))
         with torch.inference_mode():
             output = self.model.generate(
                 input_ids=input_ids,
@@ -255,9 +247,8 @@ class Extractor:
                 pad_token_id=tok.pad_token_id,
                 eos_token_id=tok.eos_token_id,
             )
-        for w, row in zip(batch, output[:, input_ids.shape[1] :].tolist(), strict=True):
+        out = []
+        for row in output[:, input_ids.shape[1] :].tolist():
             ended = tok.eos_token_id in row
-            row = row[: row.index(tok.eos_token_id)] if ended else row
-            w.generated = tok.decode(row, skip_special_tokens=True)
-            w.ended = ended
-            self.stats.generated_tokens += len(row)
+            out.append((row[: row.index(tok.eos_token_id)] if ended else row, ended))
+        return out

@@ -158,19 +158,23 @@ def write_jsonl(path: str | Path, examples: Iterable[Example]) -> int:
     return count
 
 
+def _check_unique(example: Example, seen: dict[str, int], path: str | Path, line: int) -> None:
+    if example.id in seen:
+        raise DataError(
+            f"duplicate id {example.id!r} (first on line {seen[example.id]})",
+            path=path,
+            line=line,
+            field="id",
+        )
+    seen[example.id] = line
+
+
 def read_unique(path: str | Path) -> list[Example]:
     """Read a whole unified file whose ids must be unique (for pairing gold and predictions)."""
     seen: dict[str, int] = {}
     out = []
     for number, example in _numbered(path):
-        if example.id in seen:
-            raise DataError(
-                f"duplicate id {example.id!r} (first on line {seen[example.id]})",
-                path=path,
-                line=number,
-                field="id",
-            )
-        seen[example.id] = number
+        _check_unique(example, seen, path, number)
         out.append(example)
     return out
 
@@ -195,17 +199,10 @@ def read_or_reject(path: str | Path) -> tuple[list[Example], list[Reject]]:
             continue
         try:
             example = parse_line(raw, path=path, line=number)
-            if example.id in seen:
-                raise DataError(
-                    f"duplicate id {example.id!r} (first on line {seen[example.id]})",
-                    path=path,
-                    line=number,
-                    field="id",
-                )
+            _check_unique(example, seen, path, number)
         except DataError as err:
             rejects.append(Reject(number, str(err), raw.rstrip("\n")))
             continue
-        seen[example.id] = number
         records.append(example)
     return records, rejects
 
