@@ -102,3 +102,46 @@ def test_a_partial_file_of_other_records_is_never_merged(tmp_path: Path) -> None
     assert result.returncode == 2
     assert "holds predictions of other records" in result.stderr
     assert partial.read_text(encoding="utf-8") == dumps(GOOD[1]) + "\n"  # left as it was
+
+
+def test_killed_training_resumes_to_the_same_weights(
+    base_models: dict[str, Path], tmp_path: Path
+) -> None:
+    from safetensors.torch import load_file
+
+    def config(out: Path) -> Path:
+        path = tmp_path / f"{out.name}.yaml"
+        path.write_text(
+            f"output_dir: {out}\nbase_model: {base_models['llama']}\n"
+            "data: [{dataset: jrte, task: SA}, {dataset: stockmark, task: NER}]\n"
+            "lora: {r: 4, alpha: 8, dropout: 0.1}\n"  # dropout: the RNG state must resume too
+            "max_steps: 60\nbatch_size: 4\nsave_every: 10\nsave_total_limit: 2\neval_every: 0\n",
+            encoding="utf-8",
+        )
+        return path
+
+    whole = run_cli("train", "--config", str(config(tmp_path / "whole")))
+    assert whole.returncode == 0, whole.stderr
+
+    killed_out = tmp_path / "killed"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    command = [GIELLM, "train", "--config", str(config(killed_out))]
+    process = subprocess.Popen(command, env=env, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and process.poll() is None:
+        if list(killed_out.glob("checkpoint-*/state/position.json")):
+            break
+        time.sleep(0.01)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert not (killed_out / "final").exists(), "finished before the kill; make it longer"
+
+    resumed = run_cli("train", "--config", str(config(killed_out)), "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    log = (killed_out / "train_log.jsonl").read_text(encoding="utf-8")
+    assert '"resumed_from"' in log
+    expected = load_file(tmp_path / "whole" / "final" / "adapter_model.safetensors")
+    got = load_file(killed_out / "final" / "adapter_model.safetensors")
+    assert expected.keys() == got.keys()
+    for name in expected:
+        assert (expected[name] - got[name]).abs().max() <= 1e-6, name

@@ -204,6 +204,9 @@ def train(
     max_steps: Annotated[int | None, typer.Option(help="stop after N steps")] = None,
     batch_size: Annotated[int | None, typer.Option(help="records per step")] = None,
     lr: Annotated[float | None, typer.Option(help="peak learning rate")] = None,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="continue a killed run from its newest checkpoint")
+    ] = False,
 ) -> None:
     """Fine-tune a causal LM on a multi-task mix (LoRA or full); see configs/ for examples."""
     from giellm.train import run
@@ -217,6 +220,7 @@ def train(
         "batch_size": batch_size,
         "lr": lr,
         "data": [_pool(d) for d in data] if data else None,
+        "resume": resume or None,
     }
     if config is not None:
         settings = load_config(config, **overrides)

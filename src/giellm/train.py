@@ -158,10 +158,21 @@ def _collate(rows: list[tuple[list[int], list[int]]], pad_id: int) -> dict[str, 
 def _loader(
     ids: list[list[int]], labels: list[list[int]], batches: list[list[int]], pad_id: int
 ) -> Any:
+    import torch
     from torch.utils.data import DataLoader
 
     rows = list(zip(ids, labels, strict=True))
-    return DataLoader(rows, batch_sampler=batches, collate_fn=lambda b: _collate(b, pad_id))
+    # its own generator: iterating must not draw from the global RNG that dropout uses, or a
+    # resumed run would see other dropout masks than the run it continues
+    return DataLoader(
+        rows,
+        batch_sampler=batches,
+        collate_fn=lambda b: _collate(b, pad_id),
+        generator=torch.Generator().manual_seed(0),
+    )
+
+
+POSITION_FILE = "position.json"
 
 
 def fit(
@@ -177,9 +188,14 @@ def fit(
     max_steps: int | None,
     pad_id: int,
     log: Log,
-    checkpoint: Callable[[Any, int], None] | None = None,
+    checkpoint: Callable[[Any, int], Path] | None = None,
+    resume_from: Path | None = None,
 ) -> Any:
-    """Train `model` on encoded rows; returns the unwrapped model. Logs loss and tokens/s."""
+    """Train `model` on encoded rows; returns the unwrapped model. Logs loss and tokens/s.
+
+    Each checkpoint also holds the accelerate state (optimizer, scheduler, RNG) and the position
+    in the batch order, so `resume_from` continues exactly where that checkpoint was taken.
+    """
     import torch
     from accelerate import Accelerator
     from transformers import get_cosine_schedule_with_warmup
@@ -229,11 +245,23 @@ def fit(
         return total / max(count, 1)
 
     model.train()
-    step, epoch, tokens, window_loss, window_n = 0, 0, 0, 0.0, 0
+    step, epoch, skip, tokens, window_loss, window_n = 0, 0, 0, 0, 0.0, 0
+    if resume_from is not None:
+        position = json.loads((resume_from / POSITION_FILE).read_text(encoding="utf-8"))
+        step, epoch, skip = position["step"], position["epoch"], position["batch"]
+        log({"stage": stage, "resumed_from": str(resume_from), "step": step})
     started = time.perf_counter()
     with training_progress(stage, steps, enabled=accelerator.is_main_process) as bar:
         while step < steps:
-            for batch in epoch_loader(epoch):
+            loader = epoch_loader(epoch)
+            if skip:  # the batches this epoch had already trained on before the checkpoint
+                loader = accelerator.skip_first_batches(loader, skip)
+            if resume_from is not None:  # last: weights, optimizer, schedule and RNG as saved
+                accelerator.load_state(str(resume_from))
+                resume_from = None
+            batch_index, skip = skip, 0
+            for batch in loader:
+                batch_index += 1
                 with accelerator.accumulate(model):
                     loss = model(**batch).loss
                     accelerator.backward(loss)
@@ -270,8 +298,11 @@ def fit(
                     log({"stage": stage, "step": step, "dev_loss": dev_loss()})
                 if checkpoint and config.save_every and step % config.save_every == 0:
                     accelerator.wait_for_everyone()
-                    if accelerator.is_main_process:
-                        checkpoint(accelerator.unwrap_model(model), step)
+                    target = checkpoint(accelerator.unwrap_model(model), step)
+                    accelerator.save_state(str(target / "state"))
+                    if accelerator.is_main_process:  # written last: marks the state complete
+                        position = {"step": step, "epoch": epoch, "batch": batch_index}
+                        (target / "state" / POSITION_FILE).write_text(json.dumps(position))
                 if step >= steps:
                     break
             epoch += 1
@@ -285,6 +316,12 @@ def fit(
     )
     accelerator.wait_for_everyone()
     return accelerator.unwrap_model(model)
+
+
+def newest_state(out: Path) -> Path | None:
+    """The accelerate state of the newest complete checkpoint in `out`, if any."""
+    states = [p.parent for p in out.glob(f"checkpoint-*/state/{POSITION_FILE}")]
+    return max(states, key=lambda p: int(p.parent.name.split("-")[1]), default=None)
 
 
 # --- stages ------------------------------------------------------------------------------------
@@ -331,6 +368,11 @@ def prepare_base(config: TrainConfig, out: Path, log: Log) -> tuple[Any, Any, Pa
         if tokenizer.pad_token_id is None:
             tokenizer.pad_token = tokenizer.eos_token
         return AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32), tokenizer, base
+    built = out / "base"
+    if config.resume and (built / "config.json").exists():  # pretrained before the kill
+        tokenizer = AutoTokenizer.from_pretrained(built)
+        model = AutoModelForCausalLM.from_pretrained(built, dtype=torch.float32)
+        return model, tokenizer, built.resolve()
     corpus = corpus_texts(config.pretrain.datasets) if config.pretrain else []
     corpus += [ex.text for s in config.data for ex in read_source(s, "train")]
     base = out / "base"
@@ -445,12 +487,20 @@ def _run(config: TrainConfig, out: Path, log: Log) -> Path:
     )
     trained_dirs: list[Path] = []
 
-    def checkpoint(unwrapped: Any, step: int) -> None:
+    def checkpoint(unwrapped: Any, step: int) -> Path:
         target = out / f"checkpoint-{step}"
-        _save(unwrapped, tokenizer, target, config.save_dtype, meta)
-        trained_dirs.append(target)
-        while len(trained_dirs) > config.save_total_limit:
-            shutil.rmtree(trained_dirs.pop(0), ignore_errors=True)
+        if _is_main_process():
+            _save(unwrapped, tokenizer, target, config.save_dtype, meta)
+            trained_dirs.append(target)
+            while len(trained_dirs) > config.save_total_limit:
+                shutil.rmtree(trained_dirs.pop(0), ignore_errors=True)
+        return target
+
+    resume_from = None
+    if config.resume:
+        resume_from = newest_state(out)
+        if resume_from is None:
+            raise GiellmError(f"{out}: no complete checkpoint to resume from (save_every > 0?)")
 
     model = fit(
         model,
@@ -465,6 +515,7 @@ def _run(config: TrainConfig, out: Path, log: Log) -> Path:
         pad_id=tokenizer.pad_token_id,
         log=log,
         checkpoint=checkpoint,
+        resume_from=resume_from,
     )
     final = out / "final"
     _save(model, tokenizer, final, config.save_dtype, meta)

@@ -90,6 +90,7 @@ class TrainConfig:
     mixed_precision: str = _help("accelerate mixed precision: no, fp16 or bf16", "no")
     seed: int = _help("seed for the model, the mix and the batch order", 0)
     log_every: int = _help("log the training loss every N steps", 10)
+    resume: bool = _help("continue a killed run from its newest checkpoint (same config)", False)
 
 
 def _build(cls: Any, data: Any, where: str) -> Any:
