@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,11 +17,11 @@ POLARITY = {"1": "ポジティブ", "0": "ニュートラル", "-1": "ネガテ�
 
 def read(path: Path, task: str = "SA", notes: Counter[str] | None = None) -> Iterator[Example]:
     task = check_task(task, TASKS, "jrte")
-    rows = csv.reader((raw for _, raw in lines(path)), delimiter="\t", quoting=csv.QUOTE_NONE)
-    for row in rows:
-        number = rows.line_num
-        if not row:
+    for number, raw in lines(path):
+        line = raw.rstrip("\r\n")
+        if not line:
             continue
+        row = line.split("\t")  # no quoting in this format: every tab separates columns
         if len(row) < 3:
             raise DataError(
                 f"expected at least 3 tab-separated columns, got {len(row)}",
