@@ -104,12 +104,48 @@ def level(url: str, texts: list[str], clients: int, progress: Progress) -> dict[
     }
 
 
+def soak(url: str, pid: int, texts: list[str], clients: int, seconds: float) -> dict[str, object]:
+    """`clients` threads sending requests back to back for `seconds`; RSS sampled every 5 s."""
+    import threading
+
+    deadline = time.monotonic() + seconds
+    lock = threading.Lock()
+    counts = {"served": 0, "errors": 0, "mismatched": 0}
+
+    def client(k: int) -> None:
+        i = k
+        with httpx.Client(timeout=300) as http:
+            while time.monotonic() < deadline:
+                text = texts[i % len(texts)]
+                i += clients
+                try:
+                    r = http.post(f"{url}/extract", json={"texts": text, "task": "NER"})
+                    ok = r.status_code == 200
+                    same = ok and r.json()["records"][0]["text"] == text
+                except httpx.HTTPError:
+                    ok = same = False
+                with lock:
+                    counts["served"] += ok
+                    counts["errors"] += not ok
+                    counts["mismatched"] += ok and not same
+
+    workers = [threading.Thread(target=client, args=(k,)) for k in range(clients)]
+    for w in workers:
+        w.start()
+    samples = [rss_mib(pid)]
+    while any(w.is_alive() for w in workers):
+        time.sleep(5)
+        samples.append(rss_mib(pid))
+    return {"clients": clients, "seconds": seconds, **counts, "rss_mib_samples": samples}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=96)
     parser.add_argument("--levels", default="1,8,32,64")
     parser.add_argument("--max-batch", type=int, default=32)
     parser.add_argument("--max-wait-ms", type=float, default=20)
+    parser.add_argument("--soak-seconds", type=float, default=60, help="64-client soak; 0: none")
     parser.add_argument("--out", default="results/serve_load.json")
     args = parser.parse_args()
     texts = [r.text for r in load("stockmark", "dev", "NER")][: args.requests]
@@ -120,6 +156,7 @@ def main() -> None:
             for clients in args.levels.split(","):
                 rows.append(level(url, texts, int(clients), progress))
                 rows[-1]["server_rss_mib_after"] = rss_mib(process.pid)
+        soaked = soak(url, process.pid, texts, 64, args.soak_seconds) if args.soak_seconds else None
     finally:
         process.send_signal(signal.SIGINT)
         process.wait(timeout=60)
@@ -128,6 +165,7 @@ def main() -> None:
         "model": "embedded default",
         "levels": rows,
         "lost_or_mismatched": sum(r["errors"] + r["mismatched"] for r in rows),
+        "soak": soaked,
         "cpu_count": os.cpu_count(),
     }
     print(json.dumps(result, indent=1))
