@@ -145,3 +145,37 @@ def test_killed_training_resumes_to_the_same_weights(
     assert expected.keys() == got.keys()
     for name in expected:
         assert (expected[name] - got[name]).abs().max() <= 1e-6, name
+
+
+def test_python_api_bad_input_raises_clear_errors_and_odd_text_works() -> None:
+    import pytest
+
+    from giellm import Extractor
+    from giellm.errors import GiellmError
+
+    ex = Extractor(batch_size=4, max_new_tokens=24)
+    with pytest.raises(ValueError, match="text is empty"):
+        ex.extract(["東京", "   "], task="NER")
+    with pytest.raises(GiellmError, match="unknown task 'POS'"):
+        ex.extract("東京", task="POS")
+    with pytest.raises(ValueError, match="unpaired surrogate U\\+D800"):
+        ex.extract("東京\ud800", task="NER")
+    with pytest.raises(GiellmError, match="nope"):
+        ex.extract("東京", task="NER", schema="nope")
+    odd = [g.text for g in GOOD] + ["ｶﾀｶﾅ＆ＡＳＣＩＩ mixed 😀\r\n", "。"]
+    for text, record in zip(odd, ex.extract(odd, task="NER"), strict=True):
+        assert record.text == text
+        assert all(text[e.start : e.end] == e.text for e in record.entities)
+
+
+def test_a_long_text_is_windowed_and_mapped_back(data_dir: Path, tmp_path: Path) -> None:
+    sentences = [r.text for r in load("stockmark", "dev", "NER", data_dir)]
+    text = "".join(sentences)[:20_000]  # ~100 windows
+    src, out = tmp_path / "long.jsonl", tmp_path / "out.jsonl"
+    write_jsonl(src, [Example(id="long", task="NER", text=text)])
+    done = run_cli("predict", str(src), "-o", str(out), "--batch-size", "32")
+    assert done.returncode == 0, done.stderr
+    (record,) = list(read_jsonl(out))
+    assert record.text == text and record.entities
+    assert max(e.end for e in record.entities) > 10_000  # found all along, offsets in the whole
+    assert all(text[e.start : e.end] == e.text for e in record.entities)

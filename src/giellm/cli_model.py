@@ -144,6 +144,13 @@ def predict(
     started = time.perf_counter()
     with record_progress() as bar, partial.open("a", encoding="utf-8") as sink:
         progress = bar.add_task(f"predicting {input.name}", total=len(records), completed=done)
+        windows = bar.add_task("  windows (long texts are cut)", total=0)
+
+        planned_windows = [0]
+
+        def window_progress(planned: int, generated: int) -> None:
+            planned_windows[0] += planned
+            bar.update(windows, total=planned_windows[0], advance=generated)
 
         def write(prediction: Any) -> None:  # one flushed line per record: a kill loses none
             sink.write(dumps(prediction.example) + "\n")
@@ -152,7 +159,13 @@ def predict(
 
         # chunks of a few batches: sorted by length for speed, and written out as they finish
         chunk = 8 * batch_size
-        for _ in extractor.predict(records[done:], schema=schema, chunk=chunk, on_record=write):
+        for _ in extractor.predict(
+            records[done:],
+            schema=schema,
+            chunk=chunk,
+            on_record=write,
+            on_windows=window_progress,
+        ):
             pass
         os.fsync(sink.fileno())
     os.replace(partial, output)

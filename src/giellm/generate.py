@@ -131,11 +131,16 @@ class Extractor:
         schema: LabelSchema | str | None = None,
         chunk: int = 256,
         on_record: Callable[[Prediction], None] | None = None,
+        on_windows: Callable[[int, int], None] | None = None,
     ) -> Iterator[Prediction]:
-        """Predictions for `records` (their gold fields are ignored), lazily and in order."""
+        """Predictions for `records` (their gold fields are ignored), lazily and in order.
+
+        `on_windows(planned, generated)` follows the work inside long records: once per chunk
+        with the windows it was cut into, then after every generated batch.
+        """
         it = iter(records)
         while batch := list(islice(it, chunk)):
-            for prediction in self._predict_chunk(batch, schema):
+            for prediction in self._predict_chunk(batch, schema, on_windows):
                 if on_record is not None:
                     on_record(prediction)
                 yield prediction
@@ -183,13 +188,21 @@ class Extractor:
         return out
 
     def _predict_chunk(
-        self, records: Sequence[Example], schema: LabelSchema | str | None
+        self,
+        records: Sequence[Example],
+        schema: LabelSchema | str | None,
+        on_windows: Callable[[int, int], None] | None = None,
     ) -> list[Prediction]:
         windows = self._windows(records)
         schemas = {rec.task: self.schema(rec.task, schema) for rec in records}
         order = sorted(range(len(windows)), key=lambda k: len(windows[k].ids))
+        if on_windows is not None:
+            on_windows(len(windows), 0)
         for k in range(0, len(order), self.batch_size):
-            self._generate([windows[j] for j in order[k : k + self.batch_size]], schemas)
+            batch = [windows[j] for j in order[k : k + self.batch_size]]
+            self._generate(batch, schemas)
+            if on_windows is not None:
+                on_windows(0, len(batch))
         parts: list[list[tuple[int, Example]]] = [[] for _ in records]
         dropped: list[list[str]] = [[] for _ in records]
         truncated = [0] * len(records)
