@@ -13,9 +13,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from giellm.errors import GiellmError
-from giellm.report import GiellmSystem
-from giellm.tasks import get_task
-from giellm.train_config import DataSource, _build, _help, config_from_dict, load_config
+from giellm.report import GiellmSystem, parse_case
+from giellm.train_config import (
+    DataSource,
+    _build,
+    _help,
+    config_from_dict,
+    load_config,
+    read_yaml,
+)
 
 
 @dataclass
@@ -46,14 +52,7 @@ class Ablation:
 
 
 def load_ablation(path: str | Path) -> Ablation:
-    import yaml
-
-    path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except FileNotFoundError:
-        raise GiellmError(f"{path}: no such ablation config") from None
-    ablation: Ablation = _build(Ablation, data, str(path))
+    ablation: Ablation = _build(Ablation, read_yaml(path), str(path))
     return ablation
 
 
@@ -108,7 +107,7 @@ def systems(ablation: Ablation, trained: dict[str, Path]) -> list[GiellmSystem]:
     out = []
     for v in ablation.variants:
         specs = v.cases or [f"{d.dataset}:{d.task}" for d in v.data if d.text_label]
-        cases = frozenset((c.split(":")[0], get_task(c.split(":")[1]).name) for c in specs)
+        cases = frozenset(parse_case(spec) for spec in specs)
         out.append(
             GiellmSystem(
                 v.system,

@@ -7,12 +7,15 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, cast
 
 import typer
 
 from giellm.errors import GiellmError
 from giellm.progress import err_console, record_progress
+
+if TYPE_CHECKING:
+    from giellm.baselines.fewshot import Mode
 
 ModelOption = Annotated[
     Path | None, typer.Option("--model", "-m", help="model directory (default: the embedded one)")
@@ -258,19 +261,14 @@ def train(
 
 
 def _cases(spec: str | None) -> list[tuple[str, str]]:
-    from giellm.data.registry import get_format
-    from giellm.report import DEFAULT_CASES
-    from giellm.tasks import get_task
+    from giellm.report import DEFAULT_CASES, parse_case
 
     if not spec:
         return DEFAULT_CASES
-    cases = []
-    for part in spec.split(","):
-        dataset, _, task = part.strip().partition(":")
-        if not task:
-            raise GiellmError(f"--cases: {part!r} is not DATASET:TASK")
-        cases.append((get_format(dataset).name, get_task(task).name))
-    return cases
+    try:
+        return [parse_case(part) for part in spec.split(",")]
+    except GiellmError as err:
+        raise GiellmError(f"--cases: {err}") from None
 
 
 def report(
@@ -290,7 +288,9 @@ def report(
             "--also", help="another giellm model as NAME=DIR (repeatable), e.g. ablations"
         ),
     ] = None,
-    limit: Annotated[int | None, typer.Option(help="first N dev records per case")] = None,
+    limit: Annotated[
+        int | None, typer.Option(help="N dev records per case, spread over the split")
+    ] = None,
     ablation: Annotated[
         Path | None,
         typer.Option(help="MRE ablation config (configs/ablation.yaml): trains and adds its rows"),
@@ -352,8 +352,9 @@ def report(
 
                 local = _extractor(model, True, 16, "cpu", None)
                 url = stack.enter_context(background_server(create_app(local))) + "/v1"
+            mode = cast("Mode", fewshot_mode)  # checked above
             runners.append(
-                FewShotSystem(url, fewshot_model, k=shots, mode=fewshot_mode, name=f"{shots}-shot")
+                FewShotSystem(url, fewshot_model, k=shots, mode=mode, name=f"{shots}-shot")
             )
             served = "a local giellm server on loopback, same model" if fewshot_url is None else url
             context["few-shot endpoint"] = f"{served} ({fewshot_mode}, model {fewshot_model})"

@@ -13,13 +13,16 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from giellm.data.jsonl import atomic_writer
 from giellm.errors import GiellmError
 from giellm.metrics import score
 from giellm.schema import Example
 from giellm.tasks import get_task
+
+if TYPE_CHECKING:
+    from giellm.baselines.fewshot import Mode
 
 DEFAULT_CASES = [
     ("stockmark", "NER"),
@@ -32,6 +35,16 @@ DEFAULT_CASES = [
 ]
 
 Advance = Callable[[], None]
+
+
+def parse_case(spec: str) -> tuple[str, str]:
+    """ "DATASET:TASK" -> (format name, task name), both checked and normalised."""
+    from giellm.data.registry import get_format
+
+    dataset, _, task = spec.strip().partition(":")
+    if not task:
+        raise GiellmError(f"{spec!r} is not DATASET:TASK")
+    return get_format(dataset).name, get_task(task).name
 
 
 class System(Protocol):
@@ -116,7 +129,7 @@ class FewShotSystem:
     base_url: str
     model: str
     k: int = 3
-    mode: str = "chat"
+    mode: Mode = "chat"
     name: str = "few-shot"
     seed: int = 0
 
@@ -134,7 +147,7 @@ class FewShotSystem:
             self.model,
             shots,
             schema=get_format(dataset).schema(task),
-            mode="chat" if self.mode == "chat" else "completions",
+            mode=self.mode,
         )
         return [p.example for p in client.predict(records, on_record=lambda _: advance())]
 

@@ -180,16 +180,26 @@ class ExtractResponse(BaseModel):
     records: list[dict[str, Any]]
 
 
-class CompletionRequest(BaseModel):
-    """The OpenAI completions body; sampling options are accepted, decoding is greedy."""
+class _GenerationOptions(BaseModel):
+    """What OpenAI bodies share; sampling options are accepted, decoding is greedy."""
 
     model_config = ConfigDict(extra="allow")
 
-    prompt: str | Annotated[list[str], Field(min_length=1, max_length=MAX_TEXTS)]
     model: str | None = None
     max_tokens: int = Field(64, ge=1, le=2048)
     stop: str | list[str] | None = None
     temperature: float | None = None
+
+    def batch_key(self) -> tuple[str, int, tuple[str, ...]]:
+        """Requests with the same settings can share a generation batch."""
+        stops = (
+            () if self.stop is None else (self.stop,) if isinstance(self.stop, str) else self.stop
+        )
+        return ("complete", self.max_tokens, tuple(stops))
+
+
+class CompletionRequest(_GenerationOptions):
+    prompt: str | Annotated[list[str], Field(min_length=1, max_length=MAX_TEXTS)]
 
 
 class ChatMessage(BaseModel):
@@ -197,18 +207,8 @@ class ChatMessage(BaseModel):
     content: str
 
 
-class ChatRequest(BaseModel):
-    model_config = ConfigDict(extra="allow")
-
+class ChatRequest(_GenerationOptions):
     messages: Annotated[list[ChatMessage], Field(min_length=1)]
-    model: str | None = None
-    max_tokens: int = Field(64, ge=1, le=2048)
-    stop: str | list[str] | None = None
-    temperature: float | None = None
-
-
-def _stops(stop: str | list[str] | None) -> tuple[str, ...]:
-    return () if stop is None else (stop,) if isinstance(stop, str) else tuple(stop)
 
 
 def render_chat(messages: Sequence[ChatMessage], tokenizer: Any) -> str:
@@ -299,9 +299,7 @@ def create_app(
     @app.post("/v1/completions")
     async def completions(body: CompletionRequest) -> dict[str, Any]:
         prompts = [body.prompt] if isinstance(body.prompt, str) else body.prompt
-        done: list[Completion] = await batcher.submit(
-            ("complete", body.max_tokens, _stops(body.stop)), prompts
-        )
+        done: list[Completion] = await batcher.submit(body.batch_key(), prompts)
         choices = [
             {"index": i, "text": c.text, "finish_reason": c.finish_reason, "logprobs": None}
             for i, c in enumerate(done)
@@ -311,9 +309,7 @@ def create_app(
     @app.post("/v1/chat/completions")
     async def chat(body: ChatRequest) -> dict[str, Any]:
         prompt = render_chat(body.messages, extractor.tokenizer)
-        done: list[Completion] = await batcher.submit(
-            ("complete", body.max_tokens, _stops(body.stop)), [prompt]
-        )
+        done: list[Completion] = await batcher.submit(body.batch_key(), [prompt])
         message = {"role": "assistant", "content": done[0].text}
         choices = [{"index": 0, "message": message, "finish_reason": done[0].finish_reason}]
         return _envelope("chatcmpl", "chat.completion", body.model or model_name, choices, done)

@@ -368,14 +368,13 @@ def prepare_base(config: TrainConfig, out: Path, log: Log) -> tuple[Any, Any, Pa
         if tokenizer.pad_token_id is None:
             tokenizer.pad_token = tokenizer.eos_token
         return AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32), tokenizer, base
-    built = out / "base"
-    if config.resume and (built / "config.json").exists():  # pretrained before the kill
-        tokenizer = AutoTokenizer.from_pretrained(built)
-        model = AutoModelForCausalLM.from_pretrained(built, dtype=torch.float32)
-        return model, tokenizer, built.resolve()
+    base = out / "base"
+    if config.resume and (base / "config.json").exists():  # pretrained before the kill
+        tokenizer = AutoTokenizer.from_pretrained(base)
+        model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
+        return model, tokenizer, base.resolve()
     corpus = corpus_texts(config.pretrain.datasets) if config.pretrain else []
     corpus += [ex.text for s in config.data for ex in read_source(s, "train")]
-    base = out / "base"
     started = time.perf_counter()
     tokenizer = train_tokenizer(corpus, config.vocab_size, base)
     log(

@@ -130,17 +130,24 @@ def _coerce(hint: Any, value: Any, where: str) -> Any:
     return value
 
 
-def load_config(path: str | Path, **overrides: Any) -> TrainConfig:
-    """Read a YAML config; `overrides` (non-None values) replace top-level keys."""
+def read_yaml(path: str | Path) -> Any:
+    """A YAML file's content ({} when empty), with one-line errors for a missing or bad file."""
     import yaml
 
     path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        return yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except FileNotFoundError:
         raise GiellmError(f"{path}: no such config file") from None
     except yaml.YAMLError as err:
         raise GiellmError(f"{path}: not valid YAML ({err})") from None
+
+
+def load_config(path: str | Path, **overrides: Any) -> TrainConfig:
+    """Read a YAML config; `overrides` (non-None values) replace top-level keys."""
+    data = read_yaml(path)
+    if not isinstance(data, dict):
+        raise GiellmError(f"{path}: expected a mapping, got {type(data).__name__}")
     data.update({k: v for k, v in overrides.items() if v is not None})
     config: TrainConfig = _build(TrainConfig, data, str(path))
     return config
