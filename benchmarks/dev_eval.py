@@ -39,7 +39,7 @@ def main() -> None:
     parser.add_argument(
         "--limit", type=int, default=None, help="N dev records per case, spread over the split"
     )
-    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--cases", default=None, help="comma list like stockmark:NER,jrte:SA")
     parser.add_argument("--out", default="results/tiny_ja_dev.json")
     args = parser.parse_args()

@@ -143,7 +143,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=96)
     parser.add_argument("--levels", default="1,8,32,64")
-    parser.add_argument("--max-batch", type=int, default=32)
+    parser.add_argument("--max-batch", type=int, default=64)
     parser.add_argument("--max-wait-ms", type=float, default=20)
     parser.add_argument("--soak-seconds", type=float, default=60, help="64-client soak; 0: none")
     parser.add_argument("--out", default="results/serve_load.json")

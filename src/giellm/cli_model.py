@@ -59,7 +59,7 @@ def extract(
     model: ModelOption = None,
     schema: SchemaOption = None,
     constrain: ConstrainOption = True,
-    batch_size: BatchOption = 16,
+    batch_size: BatchOption = 64,
     max_new_tokens: MaxNewOption = None,
     device: DeviceOption = "cpu",
 ) -> None:
@@ -89,7 +89,7 @@ def predict(
     ] = None,
     schema: SchemaOption = None,
     constrain: ConstrainOption = True,
-    batch_size: BatchOption = 16,
+    batch_size: BatchOption = 64,
     max_new_tokens: MaxNewOption = None,
     device: DeviceOption = "cpu",
     on_error: Annotated[
@@ -376,7 +376,7 @@ def serve(
     model: ModelOption = None,
     host: Annotated[str, typer.Option(help="address to bind")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="port to listen on")] = 8000,
-    max_batch: Annotated[int, typer.Option(help="most inputs generated in one batch")] = 32,
+    max_batch: Annotated[int, typer.Option(help="most inputs generated in one batch")] = 64,
     max_wait_ms: Annotated[
         float, typer.Option(help="how long a request waits for others to batch with")
     ] = 10.0,

@@ -8,8 +8,8 @@ End-of-sequence is allowed only where the target is complete.
 
 Tokens are checked by their bytes (`model.tokenizer.token_bytes`), walking a byte trie of the
 vocabulary, so a Japanese character split over several tokens, or a token that crosses a
-separator, is handled the same way for every tokenizer. `GrammarLogitsProcessor` keeps one
-automaton state per batch row and masks every token that would leave the layout.
+separator, is handled the same way for every tokenizer. `TokenGuide` keeps one row's automaton
+state and picks the best-scoring token that stays inside the layout.
 """
 
 from __future__ import annotations
@@ -183,6 +183,19 @@ class Grammar:
             return self._next_item(cursor) if byte == _SEMI else (*end, cursor)
         return None
 
+    def next_bytes(self, state: State) -> set[int] | None:
+        """A superset of the bytes `step` may accept in `state` (None: could be any byte).
+
+        Inside a span only the text's own bytes, escapes and terminators can follow, so the
+        vocabulary walk need not try the rest.
+        """
+        if state[0] != "span":
+            return None
+        _, kind, positions, _, _, cursor = state
+        n = len(self.text)
+        out = {self.text[p] for p in self._candidates(kind, positions, cursor) if p < n}
+        return out | set(self.span_ends[kind]) | {_BACKSLASH, _HASH}
+
     def _room_after(self, cursor: int) -> bool:
         """Can another item start? (Ordered items need a character after the last one.)"""
         return self.family == "relations" or (bool(self.starts) and self.starts[-1] > cursor)
@@ -238,6 +251,7 @@ class VocabTrie:
     def __init__(self, pieces: Sequence[bytes | None], eos_id: int) -> None:
         self.root: dict[int, Any] = {}
         self.eos_id = eos_id
+        self.pieces = list(pieces)
         self.size = len(pieces)
         for token_id, piece in enumerate(pieces):
             if not piece:
@@ -253,7 +267,12 @@ class VocabTrie:
         stack = [(self.root, state)]
         while stack:
             node, current = stack.pop()
-            for byte, child in node.items():
+            wanted = grammar.next_bytes(current)
+            if wanted is None:
+                children = list(node.items())
+            else:
+                children = [(b, node[b]) for b in wanted & node.keys()]
+            for byte, child in children:
                 if byte == -1:
                     continue
                 nxt = grammar.step(current, byte)
@@ -267,40 +286,67 @@ class VocabTrie:
         return out
 
 
-class GrammarLogitsProcessor:
-    """A transformers LogitsProcessor that keeps each batch row's output inside its grammar.
+class TokenGuide:
+    """One generated row's place in its grammar, checked token by token.
 
-    Rows are independent (each has its own text and task); a row whose output can go nowhere
-    (it cannot happen with a byte-complete vocabulary) is allowed to end.
+    Greedy decoding only needs the best-scoring token the grammar allows, so `choose` tries the
+    model's top candidates one by one (a handful of byte steps each) and walks the whole
+    vocabulary only when none of them fits. The result is the argmax of a fully masked row.
     """
 
-    def __init__(self, trie: VocabTrie, grammars: Sequence[Grammar]) -> None:
+    def __init__(self, trie: VocabTrie, grammar: Grammar) -> None:
         self.trie = trie
-        self.grammars = list(grammars)
-        self.states: list[State | None] = [OPEN] * len(grammars)
-        self.steps = 0
-        self._cache: list[dict[State, dict[int, State]]] = [{} for _ in grammars]
+        self.grammar = grammar
+        self.state: State | None = OPEN
+        self._next: dict[tuple[State, int], State | None] = {}
+        self._allowed: dict[State, list[int]] = {}
 
-    def _transitions(self, row: int, state: State) -> dict[int, State]:
-        cache = self._cache[row]
-        if state not in cache:
-            cache[state] = self.trie.allowed(self.grammars[row], state)
-        return cache[state]
+    @property
+    def finished(self) -> bool:
+        """Done, or (it cannot happen with a byte-complete vocabulary) stuck: the row ends."""
+        return self.state is None or self.state == DONE
 
-    def __call__(self, input_ids: Any, scores: Any) -> Any:
-        import torch
+    def after(self, token: int) -> State | None:
+        """The state after `token`, or None when the grammar forbids it here."""
+        state = self.state
+        if state is None:
+            return None
+        key = (state, token)
+        if key not in self._next:
+            self._next[key] = self._step_token(state, token)
+        return self._next[key]
 
-        if self.steps:
-            last = input_ids[:, -1].tolist()
-            for row, state in enumerate(self.states):
-                if state is not None:
-                    self.states[row] = self._transitions(row, state).get(last[row])
-        self.steps += 1
-        mask = torch.full_like(scores, float("-inf"))
-        for row, state in enumerate(self.states):
-            if state is None or state == DONE:
-                mask[row] = 0  # finished: generate pads it anyway
-                continue
-            allowed = [t for t in self._transitions(row, state) if t < scores.shape[-1]]
-            mask[row, allowed or [self.trie.eos_id]] = 0
-        return scores + mask
+    def _step_token(self, state: State, token: int) -> State | None:
+        if token == self.trie.eos_id:
+            return DONE if self.grammar.accepts(state) else None
+        piece = self.trie.pieces[token] if token < len(self.trie.pieces) else None
+        current: State | None = state
+        for byte in piece or b"":
+            current = self.grammar.step(current, byte)  # type: ignore[arg-type]
+            if current is None:
+                return None
+        return current if piece else None
+
+    def choose(self, ranked: Sequence[int], scores: Any) -> int:
+        """The first allowed token of `ranked`, else the best-scoring allowed one; advances."""
+        if self.finished:
+            return self.trie.eos_id
+        token = next((t for t in ranked if self.after(t) is not None), None)
+        if token is None:
+            allowed = self.allowed_ids(len(scores))
+            if not allowed:
+                self.state = None
+                return self.trie.eos_id
+            token = allowed[int(scores[allowed].argmax())]
+        self.state = self.after(token)
+        return token
+
+    def allowed_ids(self, vocab: int) -> list[int]:
+        """Every token (below `vocab`) the grammar allows in the current state."""
+        state = self.state
+        if state is None:
+            return []
+        if state not in self._allowed:
+            allowed = self.trie.allowed(self.grammar, state)
+            self._allowed[state] = sorted(t for t in allowed if t < vocab)
+        return self._allowed[state]

@@ -14,11 +14,12 @@ from itertools import islice
 from pathlib import Path
 from typing import Any
 
-from giellm.constrain import Grammar, GrammarLogitsProcessor, VocabTrie
+from giellm.constrain import Grammar, TokenGuide, VocabTrie
 from giellm.data.registry import get_format
 from giellm.format import decode
+from giellm.model.decoding import greedy
 from giellm.model.loading import load_model
-from giellm.model.sequences import pad_batch, prompt_ids
+from giellm.model.sequences import prompt_ids
 from giellm.model.tokenizer import token_bytes
 from giellm.schema import Example
 from giellm.tasks import LabelSchema, get_task
@@ -88,7 +89,7 @@ class Extractor:
         *,
         device: str = "cpu",
         constrained: bool = True,
-        batch_size: int = 16,
+        batch_size: int = 64,
         max_new_tokens: int | None = None,
     ) -> None:
         self.model, self.tokenizer, self.meta = load_model(model, device=device)
@@ -161,16 +162,14 @@ class Extractor:
             ids = ids if tok.bos_token_id is None else [tok.bos_token_id, *ids]
             rows.append(ids if keep is None else ids[-keep:])
         out: list[Completion] = []
-        for k in range(0, len(rows), self.batch_size):
-            batch = rows[k : k + self.batch_size]
-            for ids, (row, ended) in zip(batch, self._greedy(batch, max_tokens, []), strict=True):
-                text = tok.decode(row, skip_special_tokens=True)
-                cuts = [text.index(s) for s in stop if s and s in text]
-                if cuts:
-                    text, ended = text[: min(cuts)], True
-                reason = "stop" if ended else "length"
-                out.append(Completion(text, len(ids), len(row), reason))
-                self.stats.generated_tokens += len(row)
+        for ids, (row, ended) in zip(rows, self._greedy(rows, max_tokens), strict=True):
+            text = tok.decode(row, skip_special_tokens=True)
+            cuts = [text.index(s) for s in stop if s and s in text]
+            if cuts:
+                text, ended = text[: min(cuts)], True
+            reason = "stop" if ended else "length"
+            out.append(Completion(text, len(ids), len(row), reason))
+            self.stats.generated_tokens += len(row)
         return out
 
     # --- internals ---------------------------------------------------------------------------
@@ -195,14 +194,10 @@ class Extractor:
     ) -> list[Prediction]:
         windows = self._windows(records)
         schemas = {rec.task: self.schema(rec.task, schema) for rec in records}
-        order = sorted(range(len(windows)), key=lambda k: len(windows[k].ids))
+        ordered = sorted(windows, key=lambda w: -len(w.ids))
         if on_windows is not None:
             on_windows(len(windows), 0)
-        for k in range(0, len(order), self.batch_size):
-            batch = [windows[j] for j in order[k : k + self.batch_size]]
-            self._generate(batch, schemas)
-            if on_windows is not None:
-                on_windows(0, len(batch))
+        self._generate(ordered, schemas, None if on_windows is None else lambda _: on_windows(0, 1))
         parts: list[list[tuple[int, Example]]] = [[] for _ in records]
         dropped: list[list[str]] = [[] for _ in records]
         truncated = [0] * len(records)
@@ -222,46 +217,40 @@ class Extractor:
         self.stats.truncated += sum(truncated)
         return out
 
-    def _generate(self, batch: list[_Window], schemas: dict[str, LabelSchema]) -> None:
-        processors = []
+    def _generate(
+        self,
+        windows: list[_Window],
+        schemas: dict[str, LabelSchema],
+        on_done: Callable[[int], None] | None = None,
+    ) -> None:
+        guides = None
         if self.constrained:
-            grammars = [
-                Grammar(w.source.task, schemas[w.source.task], w.source.text) for w in batch
+            guides = [
+                TokenGuide(self.trie, Grammar(w.source.task, schemas[w.source.task], w.source.text))
+                for w in windows
             ]
-            processors.append(GrammarLogitsProcessor(self.trie, grammars))
-        rows = self._greedy([w.ids for w in batch], self.max_new_tokens, processors)
-        for w, (row, ended) in zip(batch, rows, strict=True):
+        rows = self._greedy([w.ids for w in windows], self.max_new_tokens, guides, on_done)
+        for w, (row, ended) in zip(windows, rows, strict=True):
             w.generated = self.tokenizer.decode(row, skip_special_tokens=True)
             w.ended = ended
             self.stats.generated_tokens += len(row)
 
     def _greedy(
-        self, prompts: list[list[int]], max_tokens: int, processors: list[Any]
+        self,
+        prompts: list[list[int]],
+        max_tokens: int,
+        guides: list[TokenGuide] | None = None,
+        on_done: Callable[[int], None] | None = None,
     ) -> list[tuple[list[int], bool]]:
-        """One left-padded batch, greedy with the KV cache: (new ids before EOS, ended) per row.
-
-        The budget shrinks so prompt + output fit the model's positions.
-        """
-        import torch
-
         tok = self.tokenizer
-        padded, masks = pad_batch(prompts, tok.pad_token_id, left=True)
-        input_ids = torch.tensor(padded, device=self.device)
-        limit = _model_limit(self.model)
-        budget = max_tokens if limit is None else max(1, min(max_tokens, limit - len(padded[0])))
-        with torch.inference_mode():
-            output = self.model.generate(
-                input_ids=input_ids,
-                attention_mask=torch.tensor(masks, device=self.device),
-                max_new_tokens=budget,
-                do_sample=False,
-                use_cache=True,
-                logits_processor=processors,
-                pad_token_id=tok.pad_token_id,
-                eos_token_id=tok.eos_token_id,
-            )
-        out = []
-        for row in output[:, input_ids.shape[1] :].tolist():
-            ended = tok.eos_token_id in row
-            out.append((row[: row.index(tok.eos_token_id)] if ended else row, ended))
-        return out
+        return greedy(
+            self.model,
+            prompts,
+            pad_id=tok.pad_token_id,
+            eos_id=tok.eos_token_id,
+            max_tokens=max_tokens,
+            batch_size=self.batch_size,
+            guides=guides,
+            position_limit=_model_limit(self.model),
+            on_done=on_done,
+        )

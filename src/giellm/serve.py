@@ -56,7 +56,7 @@ class Batcher:
     """Merges concurrent jobs with the same key into one call of `run(key, inputs)`."""
 
     run: Callable[[Hashable, list[Any]], list[Any]]
-    max_batch: int = 32
+    max_batch: int = 64
     max_wait: float = 0.01
     stats: BatchStats = field(default_factory=BatchStats)
 
@@ -239,7 +239,7 @@ def create_app(
     extractor: Extractor,
     *,
     model_name: str = "giellm",
-    max_batch: int = 32,
+    max_batch: int = 64,
     max_wait_ms: float = 10.0,
     max_body_bytes: int = 2_000_000,
 ) -> FastAPI:

@@ -1,0 +1,264 @@
+"""Greedy decoding with continuous batching on any Hugging Face causal LM.
+
+`generate` runs a batch until its longest row ends, so short rows wait. Here finished rows
+leave the batch (and its KV cache) once a quarter of the batch has finished, and waiting prompts
+take their places: they are prefilled together, their cache is left-padded to the running
+batch's length (or the batch's to theirs) and the two are joined along the batch axis. Every row
+keeps its own positions and attention mask, so its tokens do not depend on who shares its batch.
+The cache writes each step into spare room instead of copying itself (`DynamicLayer` concatenates).
+
+Joining caches needs plain per-layer key/value tensors; a model whose cache has other layers
+(sliding windows, …) runs batch after batch with the stock cache instead.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import torch
+from transformers import DynamicCache
+from transformers.cache_utils import DynamicLayer
+
+from giellm.model.sequences import pad_batch
+
+_CANDIDATES = 32  # top tokens a guided row tries before its guide walks the whole vocabulary
+_PREFILL_ROWS = 8  # prompts prefilled together: fewer pad positions than one wide prefill
+
+
+class Guide(Protocol):
+    """Picks a row's next token among the model's ranked candidates (see `constrain.TokenGuide`)."""
+
+    def choose(self, ranked: Sequence[int], scores: Any) -> int: ...
+
+
+@dataclass
+class _Batch:
+    """The rows being generated: prompt index, KV cache, attention mask, last position, token."""
+
+    rows: list[int]
+    cache: Any
+    mask: torch.Tensor
+    last: torch.Tensor  # [rows, 1] position of each row's latest token
+    pending: list[int]  # each row's chosen token, not yet fed to the model
+
+
+def _forward_keywords(model: Any) -> tuple[str, dict[str, Any]]:
+    """The cache keyword this transformers version takes, and the other fixed arguments."""
+    params = inspect.signature(model.forward).parameters
+    extra: dict[str, Any] = {"use_cache": True}
+    if "logits_to_keep" in params:  # logits for the last position only
+        extra["logits_to_keep"] = 1
+    return ("cache" if "cache" in params else "past_key_values"), extra
+
+
+class _GrowingLayer(DynamicLayer):  # type: ignore[misc]
+    """A `DynamicLayer` kept in a buffer with spare room, right-aligned.
+
+    Appending a step, dropping the left columns and joining batches then copy the cache at most
+    once (`DynamicLayer` concatenates, copying the whole cache every step).
+    """
+
+    spare = 64
+    room: tuple[torch.Tensor, torch.Tensor] | None = None
+    start = end = 0  # the used columns: room[..., start:end]
+
+    def _show(self) -> None:
+        assert self.room is not None
+        self.keys, self.values = (r[:, :, self.start : self.end] for r in self.room)
+
+    def _place(self, parts: list[tuple[torch.Tensor, torch.Tensor]], extra: int) -> None:
+        """New room with `parts` stacked by row, right-aligned, zeros to their left."""
+        width = max(k.shape[-2] for k, _ in parts)
+        first = parts[0][0]
+        shape = (sum(k.shape[0] for k, _ in parts), first.shape[1], width + extra, first.shape[-1])
+        room = (first.new_empty(shape), first.new_empty(shape))
+        row = 0
+        for part in parts:
+            n, w = part[0].shape[0], part[0].shape[-2]
+            for buffer, source in zip(room, part, strict=True):
+                buffer[row : row + n, :, : width - w].zero_()  # masked out, but never NaN
+                buffer[row : row + n, :, width - w : width] = source
+            row += n
+        self.room, self.start, self.end = room, 0, width
+        self._show()
+
+    def update(
+        self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any, **kwargs: Any
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.room is None:
+            self.is_initialized = True
+            self.dtype, self.device = key_states.dtype, key_states.device
+            self._place([(key_states, value_states)], self.spare)
+            return self.keys, self.values
+        steps = key_states.shape[-2]
+        if self.end + steps > self.room[0].shape[-2]:
+            self._place([(self.keys, self.values)], steps + self.spare)
+        for buffer, source in zip(self.room, (key_states, value_states), strict=True):
+            buffer[:, :, self.end : self.end + steps] = source
+        self.end += steps
+        self._show()
+        return self.keys, self.values
+
+    def batch_select_indices(self, indices: torch.Tensor) -> None:
+        if self.room is not None:
+            self.room = (self.room[0][indices], self.room[1][indices])
+            self._show()
+
+    def drop_left(self, columns: int) -> None:
+        self.start += columns
+        self._show()
+
+    def join(self, others: Sequence[_GrowingLayer]) -> None:
+        self._place([(layer.keys, layer.values) for layer in (self, *others)], self.spare)
+
+
+def _new_cache(model: Any) -> Any:
+    """A DynamicCache with growing layers where its layers are plain ones."""
+    cache = DynamicCache(config=model.config)
+    layers = getattr(cache, "layers", None)
+    if layers and all(type(layer) is DynamicLayer for layer in layers):
+        cache.layers = [_GrowingLayer() for _ in layers]
+    return cache
+
+
+def _joinable(cache: Any) -> bool:
+    layers = getattr(cache, "layers", None) or []
+    return bool(layers) and all(isinstance(layer, _GrowingLayer) for layer in layers)
+
+
+def _join(batches: list[_Batch]) -> _Batch:
+    """One batch of all the rows of `batches` (their caches must be joinable)."""
+    into, others = batches[0], batches[1:]
+    if not others:
+        return into
+    width = max(b.mask.shape[1] for b in batches)
+    for layer, *rest in zip(into.cache.layers, *(b.cache.layers for b in others), strict=True):
+        layer.join(rest)
+    into.mask = torch.cat(
+        [torch.nn.functional.pad(b.mask, (width - b.mask.shape[1], 0)) for b in batches]
+    )
+    into.last = torch.cat([b.last for b in batches])
+    into.rows = [r for b in batches for r in b.rows]
+    into.pending = [t for b in batches for t in b.pending]
+    return into
+
+
+def _keep(batch: _Batch, keep: list[int]) -> None:
+    """Drop the rows not in `keep`, then the columns no remaining row attends to."""
+    if len(keep) < len(batch.rows):
+        index = torch.tensor(keep, dtype=torch.long, device=batch.mask.device)
+        batch.cache.batch_select_indices(index)
+        batch.mask, batch.last = batch.mask[index], batch.last[index]
+        batch.rows = [batch.rows[k] for k in keep]
+        batch.pending = [batch.pending[k] for k in keep]
+    used = batch.mask.any(dim=0).nonzero()
+    first = int(used[0]) if len(used) else 0
+    if first and _joinable(batch.cache):
+        for layer in batch.cache.layers:
+            layer.drop_left(first)
+        batch.mask = batch.mask[:, first:]
+
+
+def choose(logits: torch.Tensor, guides: list[Guide] | None) -> list[int]:
+    """Greedy picks per row; a guided row takes the best token its guide allows."""
+    if guides is None:
+        return [int(t) for t in logits.argmax(-1).tolist()]
+    ranked = logits.topk(min(_CANDIDATES, logits.shape[-1]), dim=-1).indices.tolist()
+    return [g.choose(r, logits[b]) for b, (g, r) in enumerate(zip(guides, ranked, strict=True))]
+
+
+def greedy(
+    model: Any,
+    prompts: Sequence[Sequence[int]],
+    *,
+    pad_id: int,
+    eos_id: int,
+    max_tokens: int,
+    batch_size: int,
+    guides: Sequence[Guide] | None = None,
+    position_limit: int | None = None,
+    on_done: Callable[[int], None] | None = None,
+) -> list[tuple[list[int], bool]]:
+    """Greedy continuations of `prompts`: (new ids before EOS, ended with EOS) per prompt.
+
+    Prompts join in the order given (sort them by length for tight batches). A row's budget is
+    `max_tokens`, cut so its prompt and output fit `position_limit`. `on_done(i)` is called as
+    soon as prompt i is finished.
+    """
+    device = next(model.parameters()).device
+    cache_key, extra = _forward_keywords(model)
+    outputs: list[list[int]] = [[] for _ in prompts]
+    ended = [False] * len(prompts)
+    finished = [False] * len(prompts)
+    budgets = [
+        max_tokens if position_limit is None else max(1, min(max_tokens, position_limit - len(p)))
+        for p in prompts
+    ]
+    waiting = list(range(len(prompts)))
+    batch: _Batch | None = None
+
+    def step(target: _Batch, ids: torch.Tensor, positions: torch.Tensor) -> None:
+        """Run the model on `ids` and choose each live row's next token.
+
+        Finished rows stay (fed a pad) until a quarter of the batch has finished, then leave
+        together: dropping rows copies the whole cache.
+        """
+        logits = model(
+            input_ids=ids,
+            attention_mask=target.mask,
+            position_ids=positions,
+            **{cache_key: target.cache},
+            **extra,
+        ).logits[:, -1]
+        live = [b for b, r in enumerate(target.rows) if not finished[r]]
+        row_guides = None if guides is None else [guides[target.rows[b]] for b in live]
+        for b, token in zip(live, choose(logits[live], row_guides), strict=True):
+            r = target.rows[b]
+            if token == eos_id:
+                ended[r] = True
+            else:
+                outputs[r].append(token)
+            target.pending[b] = pad_id if token == eos_id else token
+            if ended[r] or len(outputs[r]) >= budgets[r]:
+                finished[r] = True
+                if on_done is not None:
+                    on_done(r)
+        keep = [b for b, r in enumerate(target.rows) if not finished[r]]
+        if len(target.rows) - len(keep) >= max(1, len(target.rows) // 4):
+            _keep(target, keep)
+
+    def prefill(taken: list[int]) -> _Batch:
+        """A new batch of `taken` prompts, run through the model, with their first tokens."""
+        padded, masks = pad_batch([prompts[r] for r in taken], pad_id, left=True)
+        mask = torch.tensor(masks, device=device)
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        new = _Batch(taken, _new_cache(model), mask, positions[:, -1:], [pad_id] * len(taken))
+        step(new, torch.tensor(padded, device=device), positions)
+        return new
+
+    with torch.inference_mode():
+        while waiting or batch is not None:
+            free = batch_size - (0 if batch is None else len(batch.rows))
+            can_join = batch is None or _joinable(batch.cache)
+            if waiting and can_join and free >= max(1, batch_size // 4):
+                taken, waiting = waiting[:free], waiting[free:]
+                chunks = [
+                    prefill(taken[k : k + _PREFILL_ROWS])
+                    for k in range(0, len(taken), _PREFILL_ROWS)
+                ]
+                joining = [b for b in ([] if batch is None else [batch]) + chunks if b.rows]
+                batch = _join(joining) if joining else None
+            if batch is None:
+                continue
+            if not batch.rows:
+                batch = None
+                continue
+            batch.mask = torch.nn.functional.pad(batch.mask, (0, 1), value=1)
+            batch.last = batch.last + 1
+            step(batch, torch.tensor(batch.pending, device=device)[:, None], batch.last)
+            if not batch.rows:
+                batch = None
+    return list(zip(outputs, ended, strict=True))

@@ -1,0 +1,108 @@
+"""Continuous batching and lazy grammar checks give what the plain ways give, token for token."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from giellm.constrain import OPEN, Grammar, TokenGuide, VocabTrie
+from giellm.data.registry import get_format, load
+from giellm.format import encode_target
+from giellm.model.decoding import greedy
+from giellm.model.sequences import prompt_ids
+from giellm.model.tiny import ARCHITECTURES
+from giellm.model.tokenizer import token_bytes
+
+
+@pytest.fixture(scope="module")
+def texts(data_dir: Path) -> list[str]:
+    records = load("stockmark", "dev", "NER", data_dir)
+    return [r.text for r in records[:: len(records) // 11][:11]]  # lengths vary
+
+
+def _one_by_one(model: object, tok: object, prompts: list[list[int]], budget: int) -> list:
+    """Hugging Face `generate`, one prompt at a time: the reference."""
+    out = []
+    for ids in prompts:
+        x = torch.tensor([ids])
+        with torch.inference_mode():
+            row = model.generate(  # type: ignore[attr-defined]
+                input_ids=x,
+                attention_mask=torch.ones_like(x),
+                max_new_tokens=budget,
+                do_sample=False,
+                pad_token_id=tok.pad_token_id,  # type: ignore[attr-defined]
+                eos_token_id=tok.eos_token_id,  # type: ignore[attr-defined]
+            )[0, len(ids) :].tolist()
+        eos = tok.eos_token_id  # type: ignore[attr-defined]
+        out.append((row[: row.index(eos)], True) if eos in row else (row, False))
+    return out
+
+
+@pytest.mark.parametrize("arch", ARCHITECTURES)
+def test_continuous_batching_matches_one_by_one_generate(
+    arch: str, base_models: dict[str, Path], texts: list[str]
+) -> None:
+    tok = AutoTokenizer.from_pretrained(base_models[arch])
+    model = AutoModelForCausalLM.from_pretrained(base_models[arch]).eval()
+    prompts = [prompt_ids(tok, t, "NER") for t in texts]
+    budget = 12
+    expected = _one_by_one(model, tok, prompts, budget)
+    # batch 4: rows finish and leave, waiting prompts join caches of other widths
+    got = greedy(
+        model,
+        prompts,
+        pad_id=tok.pad_token_id,
+        eos_id=tok.eos_token_id,
+        max_tokens=budget,
+        batch_size=4,
+    )
+    assert got == expected
+    assert {len(p) for p in prompts} != {len(prompts[0])}  # the batches really were padded
+
+
+def test_budget_counts_each_rows_own_prompt(base_models: dict[str, Path], texts: list[str]) -> None:
+    tok = AutoTokenizer.from_pretrained(base_models["llama"])
+    model = AutoModelForCausalLM.from_pretrained(base_models["llama"]).eval()
+    prompts = [prompt_ids(tok, t, "NER") for t in texts[:3]]
+    limit = max(len(p) for p in prompts) + 3
+    done: list[int] = []
+    got = greedy(
+        model,
+        prompts,
+        pad_id=tok.pad_token_id,
+        eos_id=tok.eos_token_id,
+        max_tokens=50,
+        batch_size=2,
+        position_limit=limit,
+        on_done=done.append,
+    )
+    for ids, (row, ended) in zip(prompts, got, strict=True):
+        assert len(ids) + len(row) <= limit
+        assert ended or len(row) == min(50, limit - len(ids))
+    assert sorted(done) == [0, 1, 2]
+
+
+def test_guide_picks_the_argmax_of_the_masked_row(tokenizer_dir: Path, data_dir: Path) -> None:
+    tok = AutoTokenizer.from_pretrained(tokenizer_dir)
+    trie = VocabTrie(token_bytes(tok), tok.eos_token_id)
+    schema = get_format("stockmark").schema("NER")
+    generator = torch.Generator().manual_seed(0)
+    checked = 0
+    for ex in load("stockmark", "dev", "NER", data_dir)[:20]:
+        gold = tok(encode_target(ex), add_special_tokens=False)["input_ids"]
+        guide = TokenGuide(trie, Grammar("NER", schema, ex.text))
+        for token in gold:  # walk the gold target, checking a random choice at each state
+            scores = torch.randn(trie.size, generator=generator)
+            allowed = guide.allowed_ids(trie.size)
+            expected = allowed[int(scores[allowed].argmax())]
+            state = guide.state
+            ranked = scores.topk(8).indices.tolist()
+            assert guide.choose(ranked, scores) == expected
+            guide.state = trie.allowed(guide.grammar, state)[token]  # back on the gold path
+            checked += 1
+    assert checked > 300
+    assert guide.state is not None and guide.state != OPEN
