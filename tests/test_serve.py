@@ -33,13 +33,13 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _start(*args: str) -> Server:
+def _start(*args: str, timeout: float = 120) -> Server:
     port = _free_port()
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     cmd = [GIELLM, "serve", "--port", str(port), *args]
     process = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
             out = process.communicate()[0].decode()
@@ -51,7 +51,7 @@ def _start(*args: str) -> Server:
             time.sleep(0.2)
     process.kill()
     process.communicate()
-    pytest.fail("giellm serve did not answer /health within 120 s")
+    pytest.fail(f"giellm serve did not answer /health within {timeout:.0f} s")
 
 
 def _stop(server: Server) -> str:

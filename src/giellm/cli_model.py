@@ -32,20 +32,29 @@ MaxNewOption = Annotated[
     int | None, typer.Option(help="generation budget per window (default: the model's)")
 ]
 DeviceOption = Annotated[str, typer.Option(help="cpu, cuda, cuda:1, …")]
+BackendOption = Annotated[
+    str, typer.Option(help="hf (transformers: CPU or GPU) or vllm (GPU; the vllm extra)")
+]
 
 
 def _extractor(
-    model: Path | None, constrain: bool, batch_size: int, device: str, max_new_tokens: int | None
+    model: Path | None,
+    constrain: bool,
+    batch_size: int,
+    device: str,
+    max_new_tokens: int | None,
+    backend: str = "hf",
 ) -> Any:
     from transformers.utils import logging as hf_logging
 
-    from giellm.generate import Extractor
+    from giellm.vllm_backend import open_extractor
 
     hf_logging.disable_progress_bar()
     if batch_size < 1 or (max_new_tokens is not None and max_new_tokens < 1):
         raise GiellmError("--batch-size and --max-new-tokens must be at least 1")
-    return Extractor(
+    return open_extractor(
         model,
+        backend=backend,
         device=device,
         constrained=constrain,
         batch_size=batch_size,
@@ -62,6 +71,7 @@ def extract(
     batch_size: BatchOption = 64,
     max_new_tokens: MaxNewOption = None,
     device: DeviceOption = "cpu",
+    backend: BackendOption = "hf",
 ) -> None:
     """Extract one task from text and print one JSON record per text."""
     from giellm.data.jsonl import dumps
@@ -72,7 +82,7 @@ def extract(
         texts = [line.rstrip("\n") for line in sys.stdin if line.strip()]
     if not texts or not all(t.strip() for t in texts):
         raise GiellmError("give at least one non-empty text")
-    extractor = _extractor(model, constrain, batch_size, device, max_new_tokens)
+    extractor = _extractor(model, constrain, batch_size, device, max_new_tokens, backend)
     for record in extractor.extract(texts, task=task, schema=schema):
         print(dumps(record))
 
@@ -92,6 +102,7 @@ def predict(
     batch_size: BatchOption = 64,
     max_new_tokens: MaxNewOption = None,
     device: DeviceOption = "cpu",
+    backend: BackendOption = "hf",
     on_error: Annotated[
         str, typer.Option(help="a bad input line: fail (nothing written) or skip (to --rejects)")
     ] = "fail",
@@ -143,7 +154,7 @@ def predict(
     done = resume_count(partial, [r.id for r in records])
     if done:
         err_console.print(f"resuming after {done} records already in {partial}")
-    extractor = _extractor(model, constrain, batch_size, device, max_new_tokens)
+    extractor = _extractor(model, constrain, batch_size, device, max_new_tokens, backend)
     started = time.perf_counter()
     with record_progress() as bar, partial.open("a", encoding="utf-8") as sink:
         progress = bar.add_task(f"predicting {input.name}", total=len(records), completed=done)
@@ -383,13 +394,14 @@ def serve(
     constrain: ConstrainOption = True,
     max_new_tokens: MaxNewOption = None,
     device: DeviceOption = "cpu",
+    backend: BackendOption = "hf",
 ) -> None:
     """Serve the model over HTTP: /extract, /health and OpenAI-style /v1/* routes."""
     from giellm.serve import create_app, run_server
 
     if max_batch < 1 or max_wait_ms < 0:
         raise GiellmError("--max-batch must be at least 1 and --max-wait-ms at least 0")
-    extractor = _extractor(model, constrain, max_batch, device, max_new_tokens)
+    extractor = _extractor(model, constrain, max_batch, device, max_new_tokens, backend)
     name = "giellm-default" if model is None else model.name
     application = create_app(
         extractor, model_name=name, max_batch=max_batch, max_wait_ms=max_wait_ms

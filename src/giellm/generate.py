@@ -106,6 +106,10 @@ class Extractor:
             self._trie = VocabTrie(token_bytes(self.tokenizer), self.tokenizer.eos_token_id)
         return self._trie
 
+    def position_limit(self) -> int | None:
+        """How many positions (prompt + output) the model takes, if it says."""
+        return _model_limit(self.model)
+
     def schema(self, task: str, schema: LabelSchema | str | None = None) -> LabelSchema:
         """The label sets to constrain `task` to: given, a dataset's by name, or the model's."""
         if isinstance(schema, LabelSchema):
@@ -154,7 +158,7 @@ class Extractor:
         A prompt longer than the model's window keeps its end (the part next to the answer).
         """
         tok = self.tokenizer
-        limit = _model_limit(self.model)
+        limit = self.position_limit()
         keep = None if limit is None else max(1, limit - max_tokens)
         rows = []
         for prompt in prompts:
@@ -251,6 +255,6 @@ class Extractor:
             max_tokens=max_tokens,
             batch_size=self.batch_size,
             guides=guides,
-            position_limit=_model_limit(self.model),
+            position_limit=self.position_limit(),
             on_done=on_done,
         )

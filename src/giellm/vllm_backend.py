@@ -1,0 +1,163 @@
+"""Extraction on a GPU with vLLM: paged attention, continuous batching, LoRA adapters, bf16.
+
+`VllmExtractor` is an `Extractor` whose generation runs in a `vllm.LLM`: the same windows,
+prompts, decoding and merging, so its records are the same shape as the CPU path's. Constraints
+go through vLLM's structured outputs as the EBNF layout grammar of each window
+(`giellm.ebnf.layout_grammar`). A LoRA output directory of `giellm train` is served as an
+adapter on its base model (`LoRARequest`), not merged, so several adapters can share one base.
+
+Needs the `vllm` extra and a CUDA GPU: `pip install -e '.[vllm]'`; then
+`giellm predict IN.jsonl -o OUT.jsonl --model DIR --backend vllm` or
+`giellm serve --model DIR --backend vllm`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from giellm.ebnf import layout_grammar
+from giellm.errors import GiellmError
+from giellm.generate import Extractor, Stats, _Window
+from giellm.model.loading import ModelMeta, resolve_model_dir
+from giellm.tasks import LabelSchema
+
+
+def _import_vllm() -> Any:
+    try:
+        import vllm
+    except ImportError as exc:
+        raise GiellmError(
+            "the vllm backend needs vLLM and a CUDA GPU: pip install -e '.[vllm]'"
+        ) from exc
+    return vllm
+
+
+class VllmExtractor(Extractor):
+    """An `Extractor` that generates with vLLM (greedy, bf16 by default)."""
+
+    def __init__(
+        self,
+        model: str | Path | None = None,
+        *,
+        constrained: bool = True,
+        batch_size: int = 256,
+        max_new_tokens: int | None = None,
+        dtype: str = "bfloat16",
+        gpu_memory_utilization: float = 0.85,
+        **engine: Any,
+    ) -> None:
+        vllm = _import_vllm()
+        from transformers import AutoTokenizer
+
+        path = resolve_model_dir(model)
+        adapter = path / "adapter_config.json"
+        self.lora: Any = None
+        options: dict[str, Any] = {
+            "tokenizer": str(path),
+            "dtype": dtype,
+            "gpu_memory_utilization": gpu_memory_utilization,
+            "max_num_seqs": batch_size,
+            "seed": 0,
+            **engine,
+        }
+        if adapter.exists():
+            config = json.loads(adapter.read_text(encoding="utf-8"))
+            from vllm.lora.request import LoRARequest
+
+            base = config["base_model_name_or_path"]
+            rank = 8
+            while rank < int(config.get("r", 16)):  # vLLM takes powers of two
+                rank *= 2
+            options |= {"enable_lora": True, "max_lora_rank": rank}
+            self.lora = LoRARequest("giellm", 1, str(path))
+        else:
+            base = str(path)
+        self.llm = vllm.LLM(model=base, **options)
+        self.model = None
+        self.tokenizer = AutoTokenizer.from_pretrained(path)
+        if self.tokenizer.pad_token_id is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.meta = ModelMeta.load(path)
+        self.device = "cuda"
+        self.constrained = constrained
+        self.batch_size = batch_size
+        self.max_new_tokens = max_new_tokens or self.meta.max_new_tokens
+        self.stats = Stats()
+        self._trie = None
+
+    def position_limit(self) -> int | None:
+        config = getattr(self.llm.llm_engine, "model_config", None)
+        return getattr(config, "max_model_len", None)
+
+    def _run(
+        self, prompts: list[list[int]], max_tokens: int, grammars: list[str | None]
+    ) -> list[tuple[list[int], bool]]:
+        """(new ids before EOS, ended) per prompt; vLLM batches them continuously itself."""
+        from vllm import SamplingParams
+        from vllm.sampling_params import StructuredOutputsParams
+
+        limit = self.position_limit()
+        params = [
+            SamplingParams(
+                temperature=0.0,  # greedy, as on the CPU path
+                # prompt + output stay inside the model's positions
+                max_tokens=max_tokens
+                if limit is None
+                else max(1, min(max_tokens, limit - len(ids))),
+                structured_outputs=None if g is None else StructuredOutputsParams(grammar=g),
+            )
+            for ids, g in zip(prompts, grammars, strict=True)
+        ]
+        requests = [{"prompt_token_ids": ids} for ids in prompts]
+        outputs = self.llm.generate(requests, params, lora_request=self.lora, use_tqdm=False)
+        eos = self.tokenizer.eos_token_id
+        out = []
+        for result in outputs:
+            completion = result.outputs[0]
+            ids = [t for t in completion.token_ids if t != eos]
+            out.append((ids, completion.finish_reason == "stop"))
+        return out
+
+    def _generate(
+        self,
+        windows: list[_Window],
+        schemas: dict[str, LabelSchema],
+        on_done: Callable[[int], None] | None = None,
+    ) -> None:
+        grammars = [
+            layout_grammar(w.source.task, schemas[w.source.task], w.source.text)
+            if self.constrained
+            else None
+            for w in windows
+        ]
+        rows = self._run([w.ids for w in windows], self.max_new_tokens, grammars)
+        for k, (w, (row, ended)) in enumerate(zip(windows, rows, strict=True)):
+            w.generated = self.tokenizer.decode(row, skip_special_tokens=True)
+            w.ended = ended
+            self.stats.generated_tokens += len(row)
+            if on_done is not None:
+                on_done(k)
+
+    def _greedy(
+        self,
+        prompts: list[list[int]],
+        max_tokens: int,
+        guides: Any = None,
+        on_done: Callable[[int], None] | None = None,
+    ) -> list[tuple[list[int], bool]]:
+        return self._run(prompts, max_tokens, [None] * len(prompts))
+
+
+def open_extractor(
+    model: str | Path | None = None, *, backend: str = "hf", **options: Any
+) -> Extractor:
+    """An extractor on the chosen backend: "hf" (transformers; CPU or GPU) or "vllm" (GPU)."""
+    if backend == "hf":
+        return Extractor(model, **options)
+    if backend == "vllm":
+        options.pop("device", None)
+        return VllmExtractor(model, **options)
+    raise GiellmError(f"unknown backend {backend!r}; use hf or vllm")

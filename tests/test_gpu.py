@@ -1,0 +1,126 @@
+"""GPU paths: bf16 on CUDA, the vLLM backend (constraints, LoRA adapters, serving), multi-GPU
+training. Marked `gpu` and skipped without CUDA; run them with `pytest -m gpu` on a GPU machine
+after `pip install -e '.[dev,vllm]'` (see docs/serve.md)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import pytest
+import torch
+
+from conftest import run_cli
+from giellm.data.jsonl import write_jsonl
+from giellm.data.registry import get_format, load
+from giellm.generate import Extractor
+from giellm.model.loading import DEFAULT_MODEL_DIR
+from test_serve import _start, _stop
+
+pytestmark = [
+    pytest.mark.gpu,
+    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU"),
+]
+
+SCHEMA = get_format("stockmark").schema("NER")
+
+
+def _check_records(predictions: list, gold: list) -> None:
+    """Every record comes back in order with spans that are really in its text."""
+    assert [p.example.id for p in predictions] == [g.id for g in gold]
+    for p, g in zip(predictions, gold, strict=True):
+        assert p.dropped == ()
+        for e in p.example.entities:
+            assert g.text[e.start : e.end] == e.text and e.type in SCHEMA.entity_types
+
+
+def test_hf_backend_runs_bf16_on_cuda(data_dir: Path) -> None:
+    gold = load("stockmark", "dev", "NER", data_dir)[:64]
+    extractor = Extractor(device="cuda")
+    assert next(extractor.model.parameters()).dtype == torch.bfloat16
+    _check_records(list(extractor.predict(gold, schema="stockmark")), gold)
+
+
+def _vllm(model: Path | None = None, **options: object) -> object:
+    pytest.importorskip("vllm")
+    from giellm.vllm_backend import VllmExtractor
+
+    return VllmExtractor(model, gpu_memory_utilization=0.3, **options)
+
+
+def test_vllm_constrained_extraction_agrees_with_the_cpu_path(data_dir: Path) -> None:
+    gold = load("stockmark", "dev", "NER", data_dir)[:200]
+    fast = _vllm()
+    got = list(fast.predict(gold, schema="stockmark"))  # type: ignore[attr-defined]
+    _check_records(got, gold)
+    cpu = list(Extractor().predict(gold, schema="stockmark"))
+    same = sum(a.example == b.example for a, b in zip(got, cpu, strict=True))
+    print(f"vLLM bf16 vs CPU fp32: {same}/{len(gold)} records identical")
+    assert same >= len(gold) // 2  # bf16 and fp32 differ on near ties, not on most records
+
+
+def test_vllm_serves_a_lora_adapter(data_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "lora"
+    result = run_cli(
+        "train", "--base-model", str(DEFAULT_MODEL_DIR), "--data", "stockmark:NER",
+        "--lora", "--lora-r", "8", "--max-steps", "20", "--output-dir", str(out),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    adapter = next(p.parent for p in out.rglob("adapter_config.json"))
+    fast = _vllm(adapter)
+    assert fast.lora is not None  # type: ignore[attr-defined]
+    gold = load("stockmark", "dev", "NER", data_dir)[:50]
+    _check_records(list(fast.predict(gold, schema="stockmark")), gold)  # type: ignore[attr-defined]
+
+
+def test_vllm_predict_and_serve_from_the_command_line(data_dir: Path, tmp_path: Path) -> None:
+    pytest.importorskip("vllm")
+    gold = load("stockmark", "dev", "NER", data_dir)[:100]
+    write_jsonl(tmp_path / "in.jsonl", gold)
+    result = run_cli(
+        "predict", str(tmp_path / "in.jsonl"), "-o", str(tmp_path / "out.jsonl"),
+        "--schema", "stockmark", "--backend", "vllm",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    lines = (tmp_path / "out.jsonl").read_text(encoding="utf-8").splitlines()
+    assert [json.loads(line)["id"] for line in lines] == [g.id for g in gold]
+
+    server = _start("--backend", "vllm", timeout=600)
+    try:
+        texts = [g.text for g in gold[:32]]
+
+        def ask(text: str) -> dict:
+            body = {"texts": [text], "task": "NER", "schema": "stockmark"}
+            response = httpx.post(f"{server.url}/extract", json=body, timeout=120)
+            assert response.status_code == 200, response.text
+            return response.json()
+
+        with ThreadPoolExecutor(16) as pool:
+            answers = list(pool.map(ask, texts))
+        for text, answer in zip(texts, answers, strict=True):
+            (record,) = answer["records"]
+            assert record["text"] == text
+            for e in record["entities"]:
+                assert text[e["start"] : e["end"]] == e["text"]
+    finally:
+        _stop(server)
+
+
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two GPUs")
+def test_multi_gpu_training_with_deepspeed(tmp_path: Path) -> None:
+    pytest.importorskip("deepspeed")
+    root = Path(__file__).resolve().parent.parent
+    command = [
+        "accelerate", "launch", "--config_file",
+        str(root / "configs" / "accelerate_deepspeed_zero2.yaml"), "--num_processes", "2",
+        "-m", "giellm.cli", "train", "--base-model", str(DEFAULT_MODEL_DIR),
+        "--data", "stockmark:NER", "--max-steps", "10", "--output-dir", str(tmp_path / "ds"),
+    ]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, timeout=1800, check=False)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert list((tmp_path / "ds").rglob("adapter_config.json")) or list(
+        (tmp_path / "ds").rglob("model.safetensors")
+    )
