@@ -114,3 +114,25 @@ def test_token_bytes_cover_every_byte(tokenizer_dir: Path) -> None:
     pieces = token_bytes(AutoTokenizer.from_pretrained(tokenizer_dir))
     singles = {p for p in pieces if p is not None and len(p) == 1}
     assert len(singles) == 256  # byte-level BPE: any text can be written token by token
+
+
+def test_checkpoints_rotate_only_after_the_new_one_is_complete(
+    base_models: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With save_total_limit 1 a complete checkpoint exists at every moment of the run."""
+    import giellm.train as train_module
+
+    seen: list[list[str]] = []
+    real_rmtree = train_module.shutil.rmtree
+
+    def recording_rmtree(path: Path, **kw: object) -> None:
+        # what is complete on disk at the moment an old checkpoint is deleted
+        seen.append(sorted(p.parent.parent.name for p in path.parent.glob("*/state/position.json")))
+        real_rmtree(path, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(train_module.shutil, "rmtree", recording_rmtree)
+    run(_config(tmp_path / "run", base_models["llama"], save_every=1, save_total_limit=1))
+    assert seen == [["checkpoint-1", "checkpoint-2"], ["checkpoint-2", "checkpoint-3"]]
+    left = sorted(p.name for p in (tmp_path / "run").glob("checkpoint-*"))
+    assert left == ["checkpoint-3"]
+    assert (tmp_path / "run" / "checkpoint-3" / "state" / "position.json").exists()

@@ -189,6 +189,7 @@ def fit(
     pad_id: int,
     log: Log,
     checkpoint: Callable[[Any, int], Path] | None = None,
+    checkpoint_done: Callable[[Path], None] | None = None,
     resume_from: Path | None = None,
 ) -> Any:
     """Train `model` on encoded rows; returns the unwrapped model. Logs loss and tokens/s.
@@ -303,6 +304,8 @@ def fit(
                     if accelerator.is_main_process:  # written last: marks the state complete
                         position = {"step": step, "epoch": epoch, "batch": batch_index}
                         (target / "state" / POSITION_FILE).write_text(json.dumps(position))
+                        if checkpoint_done is not None:
+                            checkpoint_done(target)
                 if step >= steps:
                     break
             epoch += 1
@@ -490,10 +493,13 @@ def _run(config: TrainConfig, out: Path, log: Log) -> Path:
         target = out / f"checkpoint-{step}"
         if _is_main_process():
             _save(unwrapped, tokenizer, target, config.save_dtype, meta)
-            trained_dirs.append(target)
-            while len(trained_dirs) > config.save_total_limit:
-                shutil.rmtree(trained_dirs.pop(0), ignore_errors=True)
         return target
+
+    def checkpoint_done(target: Path) -> None:
+        """Rotate only once the new checkpoint is complete: a kill never leaves none to resume."""
+        trained_dirs.append(target)
+        while len(trained_dirs) > config.save_total_limit:
+            shutil.rmtree(trained_dirs.pop(0), ignore_errors=True)
 
     resume_from = None
     if config.resume:
@@ -514,6 +520,7 @@ def _run(config: TrainConfig, out: Path, log: Log) -> Path:
         pad_id=tokenizer.pad_token_id,
         log=log,
         checkpoint=checkpoint,
+        checkpoint_done=checkpoint_done,
         resume_from=resume_from,
     )
     final = out / "final"
