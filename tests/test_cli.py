@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -221,3 +223,9 @@ def test_bad_input_gives_one_clear_line_and_no_output(
     assert "Traceback" not in result.stderr
     assert not out.exists()
     assert not list(tmp_path.glob(".out.jsonl.*"))  # no temporary file left behind
+
+
+def test_data_commands_do_not_load_torch() -> None:
+    """convert, evaluate and datasets start fast: the ML stack loads only when a model runs."""
+    code = "import sys, giellm.cli; sys.exit(bool({'torch', 'transformers'} & set(sys.modules)))"
+    assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0

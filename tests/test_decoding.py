@@ -11,7 +11,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from giellm.constrain import OPEN, Grammar, TokenGuide, VocabTrie
 from giellm.data.registry import get_format, load
 from giellm.format import encode_target
-from giellm.model.decoding import greedy
+from giellm.model.decoding import _joinable, _new_cache, greedy
 from giellm.model.sequences import prompt_ids
 from giellm.model.tiny import ARCHITECTURES
 from giellm.model.tokenizer import token_bytes
@@ -106,3 +106,27 @@ def test_guide_picks_the_argmax_of_the_masked_row(tokenizer_dir: Path, data_dir:
             checked += 1
     assert checked > 300
     assert guide.state is not None and guide.state != OPEN
+
+
+def test_sliding_window_caches_run_batch_after_batch(
+    base_models: dict[str, Path], texts: list[str]
+) -> None:
+    """A cache that cannot be joined (sliding-window layers) still gives generate's tokens."""
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(base_models["qwen2"])
+    config.use_sliding_window, config.sliding_window, config.max_window_layers = True, 16, 0
+    config.layer_types = ["sliding_attention"] * config.num_hidden_layers
+    tok = AutoTokenizer.from_pretrained(base_models["qwen2"])
+    model = AutoModelForCausalLM.from_pretrained(base_models["qwen2"], config=config).eval()
+    assert not _joinable(_new_cache(model))
+    prompts = [prompt_ids(tok, t, "NER") for t in texts]
+    got = greedy(  # more than one prefill group's worth, and more prompts than one batch
+        model,
+        prompts,
+        pad_id=tok.pad_token_id,
+        eos_id=tok.eos_token_id,
+        max_tokens=10,
+        batch_size=10,
+    )
+    assert got == _one_by_one(model, tok, prompts, 10)

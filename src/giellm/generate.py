@@ -17,7 +17,6 @@ from typing import Any
 from giellm.constrain import Grammar, TokenGuide, VocabTrie
 from giellm.data.registry import get_format
 from giellm.format import decode
-from giellm.model.decoding import greedy
 from giellm.model.loading import load_model
 from giellm.model.sequences import prompt_ids
 from giellm.model.tokenizer import token_bytes
@@ -246,6 +245,8 @@ class Extractor:
         guides: list[TokenGuide] | None = None,
         on_done: Callable[[int], None] | None = None,
     ) -> list[tuple[list[int], bool]]:
+        from giellm.model.decoding import greedy  # torch loads only when a model runs
+
         tok = self.tokenizer
         return greedy(
             self.model,

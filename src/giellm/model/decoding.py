@@ -199,6 +199,8 @@ def greedy(
     ]
     waiting = list(range(len(prompts)))
     batch: _Batch | None = None
+    # other caches cannot be joined: their prompts are prefilled as one batch and run to the end
+    group = _PREFILL_ROWS if _joinable(_new_cache(model)) else batch_size
 
     def step(target: _Batch, ids: torch.Tensor, positions: torch.Tensor) -> None:
         """Run the model on `ids` and choose each live row's next token.
@@ -245,10 +247,7 @@ def greedy(
             can_join = batch is None or _joinable(batch.cache)
             if waiting and can_join and free >= max(1, batch_size // 4):
                 taken, waiting = waiting[:free], waiting[free:]
-                chunks = [
-                    prefill(taken[k : k + _PREFILL_ROWS])
-                    for k in range(0, len(taken), _PREFILL_ROWS)
-                ]
+                chunks = [prefill(taken[k : k + group]) for k in range(0, len(taken), group)]
                 joining = [b for b in ([] if batch is None else [batch]) + chunks if b.rows]
                 batch = _join(joining) if joining else None
             if batch is None:
