@@ -42,6 +42,16 @@ def _one_by_one(model: object, tok: object, prompts: list[list[int]], budget: in
     return out
 
 
+def _greedy(model: object, tok: object, prompts: list[list[int]], **options: object) -> list:
+    return greedy(
+        model,
+        prompts,
+        pad_id=tok.pad_token_id,  # type: ignore[attr-defined]
+        eos_id=tok.eos_token_id,  # type: ignore[attr-defined]
+        **options,  # type: ignore[arg-type]
+    )
+
+
 @pytest.mark.parametrize("arch", ARCHITECTURES)
 def test_continuous_batching_matches_one_by_one_generate(
     arch: str, base_models: dict[str, Path], texts: list[str]
@@ -52,14 +62,7 @@ def test_continuous_batching_matches_one_by_one_generate(
     budget = 12
     expected = _one_by_one(model, tok, prompts, budget)
     # batch 4: rows finish and leave, waiting prompts join caches of other widths
-    got = greedy(
-        model,
-        prompts,
-        pad_id=tok.pad_token_id,
-        eos_id=tok.eos_token_id,
-        max_tokens=budget,
-        batch_size=4,
-    )
+    got = _greedy(model, tok, prompts, max_tokens=budget, batch_size=4)
     assert got == expected
     assert {len(p) for p in prompts} != {len(prompts[0])}  # the batches really were padded
 
@@ -70,15 +73,8 @@ def test_budget_counts_each_rows_own_prompt(base_models: dict[str, Path], texts:
     prompts = [prompt_ids(tok, t, "NER") for t in texts[:3]]
     limit = max(len(p) for p in prompts) + 3
     done: list[int] = []
-    got = greedy(
-        model,
-        prompts,
-        pad_id=tok.pad_token_id,
-        eos_id=tok.eos_token_id,
-        max_tokens=50,
-        batch_size=2,
-        position_limit=limit,
-        on_done=done.append,
+    got = _greedy(
+        model, tok, prompts, max_tokens=50, batch_size=2, position_limit=limit, on_done=done.append
     )
     for ids, (row, ended) in zip(prompts, got, strict=True):
         assert len(ids) + len(row) <= limit
@@ -121,12 +117,6 @@ def test_sliding_window_caches_run_batch_after_batch(
     model = AutoModelForCausalLM.from_pretrained(base_models["qwen2"], config=config).eval()
     assert not _joinable(_new_cache(model))
     prompts = [prompt_ids(tok, t, "NER") for t in texts]
-    got = greedy(  # more than one prefill group's worth, and more prompts than one batch
-        model,
-        prompts,
-        pad_id=tok.pad_token_id,
-        eos_id=tok.eos_token_id,
-        max_tokens=10,
-        batch_size=10,
-    )
+    # more than one prefill group's worth, and more prompts than one batch
+    got = _greedy(model, tok, prompts, max_tokens=10, batch_size=10)
     assert got == _one_by_one(model, tok, prompts, 10)

@@ -226,17 +226,26 @@ class Extractor:
         schemas: dict[str, LabelSchema],
         on_done: Callable[[int], None] | None = None,
     ) -> None:
+        rows = self._window_rows(windows, schemas, on_done)
+        for w, (row, ended) in zip(windows, rows, strict=True):
+            w.generated = self.tokenizer.decode(row, skip_special_tokens=True)
+            w.ended = ended
+            self.stats.generated_tokens += len(row)
+
+    def _window_rows(
+        self,
+        windows: list[_Window],
+        schemas: dict[str, LabelSchema],
+        on_done: Callable[[int], None] | None,
+    ) -> list[tuple[list[int], bool]]:
+        """(generated ids, ended) per window: the part a backend replaces."""
         guides = None
         if self.constrained:
             guides = [
                 TokenGuide(self.trie, Grammar(w.source.task, schemas[w.source.task], w.source.text))
                 for w in windows
             ]
-        rows = self._greedy([w.ids for w in windows], self.max_new_tokens, guides, on_done)
-        for w, (row, ended) in zip(windows, rows, strict=True):
-            w.generated = self.tokenizer.decode(row, skip_special_tokens=True)
-            w.ended = ended
-            self.stats.generated_tokens += len(row)
+        return self._greedy([w.ids for w in windows], self.max_new_tokens, guides, on_done)
 
     def _greedy(
         self,

@@ -121,12 +121,12 @@ class VllmExtractor(Extractor):
             out.append((ids, completion.finish_reason == "stop"))
         return out
 
-    def _generate(
+    def _window_rows(
         self,
         windows: list[_Window],
         schemas: dict[str, LabelSchema],
-        on_done: Callable[[int], None] | None = None,
-    ) -> None:
+        on_done: Callable[[int], None] | None,
+    ) -> list[tuple[list[int], bool]]:
         grammars = [
             layout_grammar(w.source.task, schemas[w.source.task], w.source.text)
             if self.constrained
@@ -134,12 +134,10 @@ class VllmExtractor(Extractor):
             for w in windows
         ]
         rows = self._run([w.ids for w in windows], self.max_new_tokens, grammars)
-        for k, (w, (row, ended)) in enumerate(zip(windows, rows, strict=True)):
-            w.generated = self.tokenizer.decode(row, skip_special_tokens=True)
-            w.ended = ended
-            self.stats.generated_tokens += len(row)
-            if on_done is not None:
+        if on_done is not None:  # vLLM hands the rows back together
+            for k in range(len(rows)):
                 on_done(k)
+        return rows
 
     def _greedy(
         self,
