@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Every benchmark, one after another; each prints its figures and writes results/*.json.
-# About 15 minutes on the 2-core machine. Never part of the tests.
+# About 20 minutes on the 2-core machine. Never part of the tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export HF_HUB_OFFLINE=1
