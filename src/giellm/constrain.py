@@ -14,7 +14,7 @@ state and picks the best-scoring token that stays inside the layout.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -268,10 +268,9 @@ class VocabTrie:
         while stack:
             node, current = stack.pop()
             wanted = grammar.next_bytes(current)
-            if wanted is None:
-                children = list(node.items())
-            else:
-                children = [(b, node[b]) for b in wanted & node.keys()]
+            children: Iterable[tuple[int, Any]] = (
+                node.items() if wanted is None else [(b, node[b]) for b in wanted & node.keys()]
+            )
             for byte, child in children:
                 if byte == -1:
                     continue

@@ -13,7 +13,7 @@ to the decoder, which drops what it cannot place.
 
 from __future__ import annotations
 
-from giellm.format import SPECIAL, escape
+from giellm.format import escape
 from giellm.tasks import LabelSchema, get_task
 
 # characters an open (schema-less) name cannot hold: separators, the label brackets, newlines
@@ -78,10 +78,7 @@ def _span_rules(text: str) -> list[str]:
     trans = _suffix_automaton(text)
 
     def edges(state: int) -> list[str]:
-        return [
-            f"{_quote(escape(c) if c in SPECIAL else c)} s{target}"
-            for c, target in sorted(trans[state].items())
-        ]
+        return [f"{_quote(escape(c))} s{target}" for c, target in sorted(trans[state].items())]
 
     if not text:
         raise ValueError("a span grammar needs a non-empty text")

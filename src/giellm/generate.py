@@ -92,6 +92,12 @@ class Extractor:
         max_new_tokens: int | None = None,
     ) -> None:
         self.model, self.tokenizer, self.meta = load_model(model, device=device)
+        self._configure(device, constrained, batch_size, max_new_tokens)
+
+    def _configure(
+        self, device: str, constrained: bool, batch_size: int, max_new_tokens: int | None
+    ) -> None:
+        """The generation settings and counters every backend keeps (after `meta` is loaded)."""
         self.device = device
         self.constrained = constrained
         self.batch_size = batch_size

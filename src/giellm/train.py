@@ -25,7 +25,7 @@ from typing import Any
 from giellm.data.mix import mix
 from giellm.data.registry import dataset_path, get_format, shared_data_dir
 from giellm.errors import GiellmError
-from giellm.model.loading import ModelMeta, merge_schemas
+from giellm.model.loading import ModelMeta, load_tokenizer, merge_schemas
 from giellm.model.sequences import IGNORE, pad_batch, training_pair
 from giellm.model.tiny import build_tiny
 from giellm.model.tokenizer import train_tokenizer
@@ -367,9 +367,7 @@ def prepare_base(config: TrainConfig, out: Path, log: Log) -> tuple[Any, Any, Pa
         base = Path(config.base_model).resolve()
         if not (base / "config.json").exists():
             raise GiellmError(f"{base}: base model directory has no config.json")
-        tokenizer = AutoTokenizer.from_pretrained(base)
-        if tokenizer.pad_token_id is None:
-            tokenizer.pad_token = tokenizer.eos_token
+        tokenizer = load_tokenizer(base)
         return AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32), tokenizer, base
     base = out / "base"
     if config.resume and (base / "config.json").exists():  # pretrained before the kill

@@ -13,15 +13,14 @@ Needs the `vllm` extra and a CUDA GPU: `pip install -e '.[vllm]'`; then
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from giellm.ebnf import layout_grammar
 from giellm.errors import GiellmError
-from giellm.generate import Extractor, Stats, _Window
-from giellm.model.loading import ModelMeta, resolve_model_dir
+from giellm.generate import Extractor, _Window
+from giellm.model.loading import ModelMeta, adapter_config, load_tokenizer, resolve_model_dir
 from giellm.tasks import LabelSchema
 
 
@@ -50,10 +49,8 @@ class VllmExtractor(Extractor):
         **engine: Any,
     ) -> None:
         vllm = _import_vllm()
-        from transformers import AutoTokenizer
-
         path = resolve_model_dir(model)
-        adapter = path / "adapter_config.json"
+        adapter = adapter_config(path)
         self.lora: Any = None
         options: dict[str, Any] = {
             "tokenizer": str(path),
@@ -63,13 +60,12 @@ class VllmExtractor(Extractor):
             "seed": 0,
             **engine,
         }
-        if adapter.exists():
-            config = json.loads(adapter.read_text(encoding="utf-8"))
+        if adapter is not None:
             from vllm.lora.request import LoRARequest
 
-            base = config["base_model_name_or_path"]
+            base = adapter["base_model_name_or_path"]
             rank = 8
-            while rank < int(config.get("r", 16)):  # vLLM takes powers of two
+            while rank < int(adapter.get("r", 16)):  # vLLM takes powers of two
                 rank *= 2
             options |= {"enable_lora": True, "max_lora_rank": rank}
             self.lora = LoRARequest("giellm", 1, str(path))
@@ -77,16 +73,9 @@ class VllmExtractor(Extractor):
             base = str(path)
         self.llm = vllm.LLM(model=base, **options)
         self.model = None
-        self.tokenizer = AutoTokenizer.from_pretrained(path)
-        if self.tokenizer.pad_token_id is None:
-            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.tokenizer = load_tokenizer(path)
         self.meta = ModelMeta.load(path)
-        self.device = "cuda"
-        self.constrained = constrained
-        self.batch_size = batch_size
-        self.max_new_tokens = max_new_tokens or self.meta.max_new_tokens
-        self.stats = Stats()
-        self._trie = None
+        self._configure("cuda", constrained, batch_size, max_new_tokens)
 
     def position_limit(self) -> int | None:
         config = getattr(self.llm.llm_engine, "model_config", None)

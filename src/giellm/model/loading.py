@@ -77,26 +77,41 @@ def resolve_model_dir(model: str | Path | None) -> Path:
     return path
 
 
+def adapter_config(path: Path) -> dict[str, Any] | None:
+    """A LoRA output directory's adapter_config.json (None for full weights)."""
+    adapter = path / "adapter_config.json"
+    if not adapter.exists():
+        return None
+    config: dict[str, Any] = json.loads(adapter.read_text(encoding="utf-8"))
+    return config
+
+
+def load_tokenizer(path: Path) -> Any:
+    """The model's tokenizer, with a pad token for batching (EOS when it names none)."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
 def load_model(
     model: str | Path | None = None, *, device: str = "cpu"
 ) -> tuple[Any, Any, ModelMeta]:
     """(model, tokenizer, meta) ready for generation; adapters are merged into their base."""
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
     path = resolve_model_dir(model)
     dtype = torch.float32 if device == "cpu" else torch.bfloat16
-    adapter = path / "adapter_config.json"
-    if adapter.exists():
+    adapter = adapter_config(path)
+    if adapter is not None:
         from peft import PeftModel
 
-        base = json.loads(adapter.read_text(encoding="utf-8"))["base_model_name_or_path"]
-        lm = AutoModelForCausalLM.from_pretrained(base, dtype=dtype)
+        lm = AutoModelForCausalLM.from_pretrained(adapter["base_model_name_or_path"], dtype=dtype)
         lm = PeftModel.from_pretrained(lm, path).merge_and_unload()
     else:
         lm = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    if tokenizer.pad_token_id is None:
-        tokenizer.pad_token = tokenizer.eos_token
     lm.to(device).eval()
-    return lm, tokenizer, ModelMeta.load(path)
+    return lm, load_tokenizer(path), ModelMeta.load(path)
