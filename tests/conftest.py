@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,10 @@ from giellm.model.tiny import ARCHITECTURES, TinySpec, build_tiny
 from giellm.model.tokenizer import train_tokenizer
 
 GIELLM = str(Path(sys.executable).parent / "giellm")
+
+# giellm's cache (joined packaged GGUF, prepared GGUF folders) for the tests and the CLI they run:
+# one per machine, so the real Gemma base is joined and prepared once, not once per run
+os.environ.setdefault("GIELLM_HOME", str(Path(tempfile.gettempdir()) / "giellm-test-home"))
 
 
 @pytest.fixture(scope="session")
@@ -56,6 +61,16 @@ def tokenizer_dir(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> P
     out = tmp_path_factory.mktemp("tokenizer")
     train_tokenizer(texts, vocab_size=600, out_dir=out)
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_gemma(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A random Gemma 3 GGUF with a SentencePiece-style vocabulary (byte fallback, controls)."""
+    from giellm.model.tiny_gguf import write_tiny_gemma_gguf
+
+    texts = [ex.text for ex in load("stockmark", "train", "NER", data_dir)][:800]
+    texts += [ex.text for ex in load("kwdlc", "train", "NER", data_dir)][:100]
+    return write_tiny_gemma_gguf(texts, tmp_path_factory.mktemp("gemma") / "tiny-gemma.gguf")
 
 
 @pytest.fixture(scope="session")

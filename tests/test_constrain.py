@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from giellm.constrain import OPEN, Grammar, VocabTrie
+from giellm.constrain import OPEN, Grammar, VocabIndex
 from giellm.data.registry import get_format, load
 from giellm.format import decode, encode_target
 from giellm.generate import Extractor
@@ -39,8 +39,8 @@ def tokenizer(tokenizer_dir: Path) -> object:
 
 
 @pytest.fixture(scope="module")
-def trie(tokenizer: object) -> VocabTrie:
-    return VocabTrie(token_bytes(tokenizer), tokenizer.eos_token_id)  # type: ignore[attr-defined]
+def trie(tokenizer: object) -> VocabIndex:
+    return VocabIndex(token_bytes(tokenizer), tokenizer.eos_token_id)  # type: ignore[attr-defined]
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +48,7 @@ def dev_records(data_dir: Path) -> dict[tuple[str, str], list[Example]]:
     return {(name, task): load(name, "dev", task, data_dir)[:40] for name, task in CASES}
 
 
-def _walk(trie: VocabTrie, grammar: Grammar, tokens: list[int]) -> tuple[list[int], bool]:
+def _walk(trie: VocabIndex, grammar: Grammar, tokens: list[int]) -> tuple[list[int], bool]:
     """Follow the grammar token by token; False if a token is not allowed."""
     state = OPEN
     for token in tokens:
@@ -61,7 +61,7 @@ def _walk(trie: VocabTrie, grammar: Grammar, tokens: list[int]) -> tuple[list[in
 
 @pytest.mark.parametrize(("name", "task"), CASES)
 def test_every_gold_target_is_allowed(
-    name: str, task: str, tokenizer: object, trie: VocabTrie, dev_records: dict
+    name: str, task: str, tokenizer: object, trie: VocabIndex, dev_records: dict
 ) -> None:
     schema = get_format(name).schema(task)
     for ex in dev_records[name, task]:
@@ -83,7 +83,7 @@ def test_random_walks_decode_without_losses(
     pick: int,
     choices: list[int],
     tokenizer: object,
-    trie: VocabTrie,
+    trie: VocabIndex,
     dev_records: dict,
 ) -> None:
     name, task = case
@@ -111,7 +111,7 @@ def test_random_walks_decode_without_losses(
         )
 
 
-def test_escaped_and_marked_spans(trie: VocabTrie, tokenizer: object) -> None:
+def test_escaped_and_marked_spans(trie: VocabIndex, tokenizer: object) -> None:
     text = "A;B社はA;B社の子会社(仮)だ"
     schema = LabelSchema.of(labels=(), entity_types=["法人名"])
     grammar = Grammar("NER", schema, text)
@@ -129,7 +129,7 @@ def test_escaped_and_marked_spans(trie: VocabTrie, tokenizer: object) -> None:
         assert not _walk(trie, grammar, ids)[1], bad
 
 
-def test_label_only_tasks_must_name_a_label(trie: VocabTrie, tokenizer: object) -> None:
+def test_label_only_tasks_must_name_a_label(trie: VocabIndex, tokenizer: object) -> None:
     schema = LabelSchema.of(labels=["ポジティブ", "ネガティブ"])
     for task, target, ok in [
         ("SA", "<ポジティブ>", True),

@@ -93,7 +93,7 @@ def train_variants(ablation: Ablation) -> dict[str, Path]:
                     "seed": ablation.seed,
                     "eval_every": 0,
                     "save_every": 0,
-                    "save_dtype": "float16",
+                    "save_dtype": "bfloat16",  # float16 overflows on Gemma
                 },
                 where=f"variant {v.name}",
             )

@@ -213,7 +213,8 @@ def train(
     ] = None,
     output_dir: Annotated[str | None, typer.Option(help="where the model goes")] = None,
     base_model: Annotated[
-        str | None, typer.Option(help="local HF causal LM directory to fine-tune")
+        str | None,
+        typer.Option(help="base: gemma-3-270m, a .gguf file, an HF directory or a hub id"),
     ] = None,
     data: Annotated[
         list[str] | None,

@@ -14,7 +14,7 @@ state and picks the best-scoring token that stays inside the layout.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -127,6 +127,21 @@ class Grammar:
             "evtype": ("span", "trig", None, False, 0),
             "role": ("span", "arg", None, False, 0),
         }
+
+    def names(self) -> set[str] | None:
+        """Every name (label, type, relation, role) a target may hold; None if a set is open."""
+        used: tuple[str, ...] = {"entities": ("etype",), "relations": ("rtype",)}.get(
+            self.family, ()
+        )
+        if self.family == "events":
+            used = ("evtype", "role") if self.item_start[0] == "lit" else ("role",)
+        out: set[str] = set()
+        for kind in ("label", *used):
+            names = self.literals[kind].names
+            if names is None:
+                return None
+            out.update(n.decode() for n in names)
+        return out
 
     # --- the automaton ----------------------------------------------------------------------
 
@@ -245,41 +260,78 @@ class Grammar:
         return ("span", kind, matched, False, length + 1, cursor) if matched else None
 
 
-class VocabTrie:
-    """The tokenizer's vocabulary as a byte trie, built once per tokenizer."""
+class VocabIndex:
+    """The tokenizer's vocabulary as a byte matrix, walked for all tokens at once.
+
+    A state's allowed tokens are found depth by depth: the tokens still alive are grouped by
+    (their automaton state, their next byte), each distinct pair is stepped once in Python, and
+    the result is mapped back with numpy. With Gemma's 262k tokens an open label set (every
+    token allowed) takes tens of milliseconds, where a dict-of-dicts trie took seconds to build
+    and seconds per walk.
+    """
 
     def __init__(self, pieces: Sequence[bytes | None], eos_id: int) -> None:
-        self.root: dict[int, Any] = {}
+        import numpy as np
+
         self.eos_id = eos_id
         self.pieces = list(pieces)
         self.size = len(pieces)
-        for token_id, piece in enumerate(pieces):
-            if not piece:
-                continue
-            node = self.root
-            for byte in piece:
-                node = node.setdefault(byte, {})
-            node.setdefault(-1, []).append(token_id)
+        self.ids = np.array([i for i, p in enumerate(pieces) if p], dtype=np.int64)
+        self.lengths = np.array([len(pieces[i] or b"") for i in self.ids], dtype=np.int64)
+        width = int(self.lengths.max()) if len(self.ids) else 0
+        self.bytes = np.zeros((len(self.ids), width), dtype=np.uint8)
+        for row, token_id in enumerate(self.ids):
+            piece = pieces[token_id] or b""
+            self.bytes[row, : len(piece)] = np.frombuffer(piece, dtype=np.uint8)
+
+    def _walk(self, grammar: Grammar, state: State) -> tuple[Any, Any, list[State]]:
+        """(token ids, their state indices, the states) of every token `state` allows."""
+        import numpy as np
+
+        states: list[State] = [state]
+        number: dict[State, int] = {state: 0}
+        rows = np.arange(len(self.ids))
+        current = np.zeros(len(rows), dtype=np.int64)
+        done_rows, done_states = [], []
+        for depth in range(self.bytes.shape[1]):
+            if not len(rows):
+                break
+            keys = current * 256 + self.bytes[rows, depth].astype(np.int64)
+            unique, inverse = np.unique(keys, return_inverse=True)
+            table = np.empty(len(unique), dtype=np.int64)
+            for k, key in enumerate(unique.tolist()):
+                nxt = grammar.step(states[key >> 8], key & 0xFF)
+                if nxt is None:
+                    table[k] = -1
+                    continue
+                if nxt not in number:
+                    number[nxt] = len(states)
+                    states.append(nxt)
+                table[k] = number[nxt]
+            current = table[inverse]
+            live = current >= 0
+            rows, current = rows[live], current[live]
+            ends = self.lengths[rows] == depth + 1
+            done_rows.append(rows[ends])
+            done_states.append(current[ends])
+            rows, current = rows[~ends], current[~ends]
+        if not done_rows:
+            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64), states
+        return self.ids[np.concatenate(done_rows)], np.concatenate(done_states), states
+
+    def allowed_ids(self, grammar: Grammar, state: State) -> Any:
+        """Every token id (ascending, EOS included where the target may end) `state` allows."""
+        import numpy as np
+
+        ids, _, _ = self._walk(grammar, state)
+        if grammar.accepts(state):
+            ids = np.append(ids, self.eos_id)
+        return np.sort(ids)
 
     def allowed(self, grammar: Grammar, state: State) -> dict[int, State]:
         """Every token that keeps `state` in the layout, with the state it leads to."""
-        out: dict[int, State] = {}
-        stack = [(self.root, state)]
-        while stack:
-            node, current = stack.pop()
-            wanted = grammar.next_bytes(current)
-            children: Iterable[tuple[int, Any]] = (
-                node.items() if wanted is None else [(b, node[b]) for b in wanted & node.keys()]
-            )
-            for byte, child in children:
-                if byte == -1:
-                    continue
-                nxt = grammar.step(current, byte)
-                if nxt is None:
-                    continue
-                for token_id in child.get(-1, ()):
-                    out[token_id] = nxt
-                stack.append((child, nxt))
+        ids, numbers, states = self._walk(grammar, state)
+        out = {int(t): states[n] for t, n in zip(ids.tolist(), numbers.tolist(), strict=True)}
         if grammar.accepts(state):
             out[self.eos_id] = DONE
         return out
@@ -293,12 +345,12 @@ class TokenGuide:
     vocabulary only when none of them fits. The result is the argmax of a fully masked row.
     """
 
-    def __init__(self, trie: VocabTrie, grammar: Grammar) -> None:
+    def __init__(self, trie: VocabIndex, grammar: Grammar) -> None:
         self.trie = trie
         self.grammar = grammar
         self.state: State | None = OPEN
         self._next: dict[tuple[State, int], State | None] = {}
-        self._allowed: dict[State, list[int]] = {}
+        self._allowed: dict[State, Any] = {}
 
     @property
     def finished(self) -> bool:
@@ -333,19 +385,19 @@ class TokenGuide:
         token = next((t for t in ranked if self.after(t) is not None), None)
         if token is None:
             allowed = self.allowed_ids(len(scores))
-            if not allowed:
+            if not len(allowed):
                 self.state = None
                 return self.trie.eos_id
-            token = allowed[int(scores[allowed].argmax())]
+            token = int(allowed[int(scores[allowed].argmax())])
         self.state = self.after(token)
         return token
 
-    def allowed_ids(self, vocab: int) -> list[int]:
-        """Every token (below `vocab`) the grammar allows in the current state."""
+    def allowed_ids(self, vocab: int) -> Any:
+        """Every token id (below `vocab`, ascending) the grammar allows in the current state."""
         state = self.state
         if state is None:
             return []
         if state not in self._allowed:
-            allowed = self.trie.allowed(self.grammar, state)
-            self._allowed[state] = sorted(t for t in allowed if t < vocab)
+            allowed = self.trie.allowed_ids(self.grammar, state)
+            self._allowed[state] = allowed[allowed < vocab]
         return self._allowed[state]

@@ -14,10 +14,11 @@ from itertools import islice
 from pathlib import Path
 from typing import Any
 
-from giellm.constrain import Grammar, TokenGuide, VocabTrie
+from giellm.constrain import Grammar, TokenGuide, VocabIndex
 from giellm.data.registry import get_format
 from giellm.format import decode
 from giellm.model.loading import load_model
+from giellm.model.output_vocab import CharIndex, target_chars
 from giellm.model.sequences import prompt_ids
 from giellm.model.tokenizer import token_bytes
 from giellm.schema import Example
@@ -66,8 +67,17 @@ class Stats:
     tasks: dict[str, int] = field(default_factory=dict)
 
 
+def stop_ids(model: Any, tokenizer: Any) -> frozenset[int]:
+    """Every id that ends generation: the tokenizer's EOS and the model's configured ones."""
+    ids = {tokenizer.eos_token_id}
+    for config in (model.config.get_text_config(), getattr(model, "generation_config", None)):
+        value = getattr(config, "eos_token_id", None)
+        ids |= set(value) if isinstance(value, list | tuple) else {value}
+    return frozenset(i for i in ids if isinstance(i, int))
+
+
 def _model_limit(model: Any) -> int | None:
-    config = model.config
+    config = model.config.get_text_config()  # a multimodal config keeps it in text_config
     for name in ("max_position_embeddings", "n_positions"):
         value = getattr(config, name, None)
         if isinstance(value, int):
@@ -103,13 +113,24 @@ class Extractor:
         self.batch_size = batch_size
         self.max_new_tokens = max_new_tokens or self.meta.max_new_tokens
         self.stats = Stats()
-        self._trie: VocabTrie | None = None
+        self._trie: VocabIndex | None = None
+        self._chars: CharIndex | None = None
 
     @property
-    def trie(self) -> VocabTrie:
+    def trie(self) -> VocabIndex:
         if self._trie is None:
-            self._trie = VocabTrie(token_bytes(self.tokenizer), self.tokenizer.eos_token_id)
+            self._trie = VocabIndex(token_bytes(self.tokenizer), self.tokenizer.eos_token_id)
         return self._trie
+
+    def text_of(self, ids: Sequence[int]) -> str:
+        """The text of generated ids: the bytes the grammar checked, special tokens left out.
+
+        (A tokenizer's own `decode` may differ: SentencePiece drops a leading space, and
+        `skip_special_tokens` drops tokens the grammar read as text.)
+        """
+        pieces = self.trie.pieces
+        raw = b"".join(pieces[t] or b"" for t in ids if t < len(pieces))
+        return raw.decode("utf-8", errors="replace")
 
     def position_limit(self) -> int | None:
         """How many positions (prompt + output) the model takes, if it says."""
@@ -168,7 +189,8 @@ class Extractor:
         rows = []
         for prompt in prompts:
             ids = tok(prompt, add_special_tokens=False)["input_ids"]
-            ids = ids if tok.bos_token_id is None else [tok.bos_token_id, *ids]
+            if tok.bos_token_id is not None and ids[:1] != [tok.bos_token_id]:
+                ids = [tok.bos_token_id, *ids]  # a chat template may have written it already
             rows.append(ids if keep is None else ids[-keep:])
         out: list[Completion] = []
         for ids, (row, ended) in zip(rows, self._greedy(rows, max_tokens), strict=True):
@@ -234,7 +256,7 @@ class Extractor:
     ) -> None:
         rows = self._window_rows(windows, schemas, on_done)
         for w, (row, ended) in zip(windows, rows, strict=True):
-            w.generated = self.tokenizer.decode(row, skip_special_tokens=True)
+            w.generated = self.text_of(row)
             w.ended = ended
             self.stats.generated_tokens += len(row)
 
@@ -245,13 +267,27 @@ class Extractor:
         on_done: Callable[[int], None] | None,
     ) -> list[tuple[list[int], bool]]:
         """(generated ids, ended) per window: the part a backend replaces."""
-        guides = None
+        guides, vocab = None, None
         if self.constrained:
-            guides = [
-                TokenGuide(self.trie, Grammar(w.source.task, schemas[w.source.task], w.source.text))
-                for w in windows
+            grammars = [
+                Grammar(w.source.task, schemas[w.source.task], w.source.text) for w in windows
             ]
-        return self._greedy([w.ids for w in windows], self.max_new_tokens, guides, on_done)
+            guides = [TokenGuide(self.trie, g) for g in grammars]
+            vocab = self._output_vocab(grammars)
+        return self._greedy([w.ids for w in windows], self.max_new_tokens, guides, on_done, vocab)
+
+    def _output_vocab(self, grammars: Sequence[Grammar]) -> Any:
+        """The tokens these grammars can allow (None: any, as with an open name set)."""
+        names: set[str] = set()
+        for grammar in grammars:
+            used = grammar.names()
+            if used is None:
+                return None
+            names |= used
+        if self._chars is None:
+            self._chars = CharIndex(self.trie.pieces)
+        texts = {g.text.decode() for g in grammars}
+        return self._chars.within(target_chars(texts, names), always=[self.trie.eos_id])
 
     def _greedy(
         self,
@@ -259,6 +295,7 @@ class Extractor:
         max_tokens: int,
         guides: list[TokenGuide] | None = None,
         on_done: Callable[[int], None] | None = None,
+        vocab: Any = None,
     ) -> list[tuple[list[int], bool]]:
         from giellm.model.decoding import greedy  # torch loads only when a model runs
 
@@ -273,4 +310,6 @@ class Extractor:
             guides=guides,
             position_limit=self.position_limit(),
             on_done=on_done,
+            stop_ids=stop_ids(self.model, tok),
+            vocab=vocab,
         )

@@ -76,9 +76,9 @@ class GiellmSystem:
         if self.cases is not None:
             return (dataset, task) in self.cases
         if self.tasks is None:
-            from giellm.model.loading import ModelMeta, resolve_model_dir
+            from giellm.model.loading import model_meta
 
-            self.tasks = frozenset(ModelMeta.load(resolve_model_dir(self.model)).schemas)
+            self.tasks = frozenset(model_meta(self.model).schemas)
         return not self.tasks or task in self.tasks
 
     def predict(self, dataset: str, records: Sequence[Example], advance: Advance) -> list[Example]:

@@ -25,7 +25,8 @@ from typing import Any
 from giellm.data.mix import mix
 from giellm.data.registry import dataset_path, get_format, shared_data_dir
 from giellm.errors import GiellmError
-from giellm.model.loading import ModelMeta, load_tokenizer, merge_schemas
+from giellm.model.bases import load_base, load_base_tokenizer, resolve_base
+from giellm.model.loading import ModelMeta, merge_schemas, with_pad_token
 from giellm.model.sequences import IGNORE, pad_batch, training_pair
 from giellm.model.tiny import build_tiny
 from giellm.model.tokenizer import train_tokenizer
@@ -144,15 +145,42 @@ def corpus_texts(datasets: Sequence[str]) -> list[str]:
 
 
 def _collate(rows: list[tuple[list[int], list[int]]], pad_id: int) -> dict[str, Any]:
+    """Left-padded: every row's target ends in the last column (see `target_loss`)."""
     import torch
 
-    ids, mask = pad_batch([r[0] for r in rows], pad_id)
-    labels, _ = pad_batch([r[1] for r in rows], pad_id, value=IGNORE)
+    ids, mask = pad_batch([r[0] for r in rows], pad_id, left=True)
+    labels, _ = pad_batch([r[1] for r in rows], pad_id, left=True, value=IGNORE)
+    attention = torch.tensor(mask)
     return {
         "input_ids": torch.tensor(ids),
-        "attention_mask": torch.tensor(mask),
+        "attention_mask": attention,
+        "position_ids": (attention.cumsum(-1) - 1).clamp(min=0),
         "labels": torch.tensor(labels),
     }
+
+
+def target_loss(model: Any, batch: dict[str, Any]) -> Any:
+    """Mean cross-entropy over the target tokens, with logits computed for the target only.
+
+    Rows are left-padded, so the targets sit in the last columns and `logits_to_keep` skips
+    the output projection over the prompts: with Gemma's 262k-row vocabulary that projection
+    is most of the model's arithmetic.
+    """
+    import torch
+
+    labels = batch["labels"]
+    width = labels.shape[1]
+    first = int((labels != IGNORE).float().argmax(dim=1).min()) if labels.numel() else 0
+    keep = min(width, width - first + 1)
+    inputs = {k: v for k, v in batch.items() if k != "labels"}
+    logits = model(**inputs, logits_to_keep=keep).logits
+    predicted = logits[:, -keep:-1]
+    target = labels[:, width - predicted.shape[1] :]
+    return torch.nn.functional.cross_entropy(
+        predicted.reshape(-1, predicted.shape[-1]).float(),
+        target.reshape(-1),
+        ignore_index=IGNORE,
+    )
 
 
 def _loader(
@@ -240,7 +268,7 @@ def fit(
         with torch.no_grad():
             for batch in accelerator.prepare(_loader(dev.ids, dev.labels, batches, pad_id)):
                 n = int((batch["labels"] != IGNORE).sum())
-                total += float(model(**batch).loss) * n
+                total += float(target_loss(model, batch)) * n
                 count += n
         model.train()
         return total / max(count, 1)
@@ -264,7 +292,7 @@ def fit(
             for batch in loader:
                 batch_index += 1
                 with accelerator.accumulate(model):
-                    loss = model(**batch).loss
+                    loss = target_loss(model, batch)
                     accelerator.backward(loss)
                     if accelerator.sync_gradients:
                         accelerator.clip_grad_norm_(params, 1.0)
@@ -343,8 +371,8 @@ def _save(model: Any, tokenizer: Any, out: Path, dtype: str, meta: ModelMeta | N
     if not _is_main_process():
         return
     out.mkdir(parents=True, exist_ok=True)
-    if hasattr(model, "peft_config"):
-        model.save_pretrained(out)
+    if hasattr(model, "peft_config"):  # the embeddings are not adapted: no lookup of the base
+        model.save_pretrained(out, save_embedding_layers=False)
     else:
         target = getattr(torch, dtype)
         if target != torch.float32:
@@ -364,11 +392,9 @@ def prepare_base(config: TrainConfig, out: Path, log: Log) -> tuple[Any, Any, Pa
 
     torch.manual_seed(config.seed)
     if config.base_model is not None:
-        base = Path(config.base_model).resolve()
-        if not (base / "config.json").exists():
-            raise GiellmError(f"{base}: base model directory has no config.json")
-        tokenizer = load_tokenizer(base)
-        return AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32), tokenizer, base
+        source = resolve_base(config.base_model)
+        model = load_base(source, dtype=getattr(torch, config.load_dtype))
+        return model, with_pad_token(load_base_tokenizer(source)), Path(source.name)
     base = out / "base"
     if config.resume and (base / "config.json").exists():  # pretrained before the kill
         tokenizer = AutoTokenizer.from_pretrained(base)

@@ -64,7 +64,15 @@ class TrainConfig:
 
     output_dir: str = _help("where checkpoints, logs and the final model go")
     data: list[DataSource] = _help("the task pools of the multi-task mix", default_factory=list)
-    base_model: str | None = _help("local HF causal LM directory; null builds a tiny one", None)
+    base_model: str | None = _help(
+        "base causal LM: gemma-3-270m (packaged), a .gguf file, an HF directory or hub id; "
+        "null builds a tiny one",
+        None,
+    )
+    load_dtype: str = _help(
+        "dtype the base is loaded in: float32, or bfloat16 to halve memory (LoRA on a GPU)",
+        "float32",
+    )
     tiny: TinySpec = _help("shape of the from-scratch model", default_factory=TinySpec)
     vocab_size: int = _help("BPE vocabulary of the from-scratch tokenizer", 8000)
     pretrain: PretrainSettings | None = _help("LM pretraining stage (from scratch only)", None)
@@ -91,6 +99,20 @@ class TrainConfig:
     seed: int = _help("seed for the model, the mix and the batch order", 0)
     log_every: int = _help("log the training loss every N steps", 10)
     resume: bool = _help("continue a killed run from its newest checkpoint (same config)", False)
+
+    def __post_init__(self) -> None:
+        for name, choices in CHOICES.items():
+            value = getattr(self, name)
+            if value not in choices:
+                raise GiellmError(f"{name}: {value!r} is not one of {', '.join(choices)}")
+
+
+# settings that are strings with a fixed set of values
+CHOICES = {
+    "load_dtype": ("float32", "bfloat16", "float16"),
+    "save_dtype": ("float32", "bfloat16", "float16"),
+    "mixed_precision": ("no", "fp16", "bf16"),
+}
 
 
 def _build(cls: Any, data: Any, where: str) -> Any:

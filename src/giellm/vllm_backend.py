@@ -134,6 +134,7 @@ class VllmExtractor(Extractor):
         max_tokens: int,
         guides: Any = None,
         on_done: Callable[[int], None] | None = None,
+        vocab: Any = None,
     ) -> list[tuple[list[int], bool]]:
         return self._run(prompts, max_tokens, [None] * len(prompts))
 

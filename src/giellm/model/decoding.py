@@ -7,8 +7,9 @@ batch's length (or the batch's to theirs) and the two are joined along the batch
 keeps its own positions and attention mask, so its tokens do not depend on who shares its batch.
 The cache writes each step into spare room instead of copying itself (`DynamicLayer` concatenates).
 
-Joining caches needs plain per-layer key/value tensors; a model whose cache has other layers
-(sliding windows, …) runs batch after batch with the stock cache instead.
+Joining caches needs plain per-layer key/value tensors. Sliding-window layers (Gemma 3: 512)
+are plain ones while every sequence is shorter than the window, which extraction windows are;
+a model whose cache needs other layers runs batch after batch with the stock cache instead.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from typing import Any, Protocol
 
 import torch
 from transformers import DynamicCache
-from transformers.cache_utils import DynamicLayer
+from transformers.cache_utils import DynamicLayer, DynamicSlidingWindowLayer
 
 from giellm.model.sequences import pad_batch
 
@@ -115,11 +116,16 @@ class _GrowingLayer(DynamicLayer):  # type: ignore[misc]
         self._place([(layer.keys, layer.values) for layer in (self, *others)], self.spare)
 
 
-def _new_cache(model: Any) -> Any:
-    """A DynamicCache with growing layers where its layers are plain ones."""
+def _new_cache(model: Any, span: int) -> Any:
+    """A DynamicCache with growing layers where its layers are plain ones.
+
+    A sliding-window layer never slides for sequences of at most `span` < window tokens.
+    """
     cache = DynamicCache(config=model.config)
     layers = getattr(cache, "layers", None)
-    if layers and all(type(layer) is DynamicLayer for layer in layers):
+    window = getattr(model.config.get_text_config(), "sliding_window", None) or 0
+    plain = (DynamicLayer, DynamicSlidingWindowLayer) if span < window else (DynamicLayer,)
+    if layers and all(type(layer) in plain for layer in layers):
         cache.layers = [_GrowingLayer() for _ in layers]
     return cache
 
@@ -162,12 +168,58 @@ def _keep(batch: _Batch, keep: list[int]) -> None:
         batch.mask = batch.mask[:, first:]
 
 
-def choose(logits: torch.Tensor, guides: list[Guide] | None) -> list[int]:
-    """Greedy picks per row; a guided row takes the best token its guide allows."""
+class _SubsetScores:
+    """One row's scores over a token subset, indexed by vocabulary ids (-inf outside it)."""
+
+    def __init__(self, values: torch.Tensor, head: _OutputHead) -> None:
+        self.values, self.head = values, head
+
+    def __len__(self) -> int:
+        return self.head.size
+
+    def __getitem__(self, ids: Any) -> torch.Tensor:
+        where = self.head.position[torch.as_tensor(ids, dtype=torch.long)]
+        return self.values[where.clamp(min=0)].masked_fill(where < 0, float("-inf"))
+
+
+class _OutputHead:
+    """The output projection restricted to the tokens in `vocab` (see `model.output_vocab`)."""
+
+    def __init__(self, model: Any, vocab: Sequence[int]) -> None:
+        layer = model.get_output_embeddings()
+        device = layer.weight.device
+        self.size = int(layer.weight.shape[0])
+        self.ids = torch.as_tensor(vocab, dtype=torch.long, device=device)
+        self.weight = layer.weight[self.ids]
+        bias = getattr(layer, "bias", None)
+        self.bias = None if bias is None else bias[self.ids]
+        self.position = torch.full((self.size,), -1, dtype=torch.long)
+        self.position[self.ids.cpu()] = torch.arange(len(self.ids))
+
+    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Scores of the subset's tokens (no softcapping: it keeps the order greedy needs)."""
+        out = hidden @ self.weight.T
+        return out if self.bias is None else out + self.bias
+
+
+def choose(
+    logits: torch.Tensor, guides: list[Guide] | None, head: _OutputHead | None = None
+) -> list[int]:
+    """Greedy picks per row; a guided row takes the best token its guide allows.
+
+    With `head`, `logits` cover only its tokens; picks are mapped back to vocabulary ids.
+    """
     if guides is None:
-        return [int(t) for t in logits.argmax(-1).tolist()]
-    ranked = logits.topk(min(_CANDIDATES, logits.shape[-1]), dim=-1).indices.tolist()
-    return [g.choose(r, logits[b]) for b, (g, r) in enumerate(zip(guides, ranked, strict=True))]
+        picks = logits.argmax(-1)
+        return (picks if head is None else head.ids[picks]).tolist()  # type: ignore[no-any-return]
+    ranked = logits.topk(min(_CANDIDATES, logits.shape[-1]), dim=-1).indices
+    if head is not None:
+        ranked = head.ids[ranked]
+    rows = ranked.tolist()
+    return [
+        g.choose(r, logits[b] if head is None else _SubsetScores(logits[b], head))
+        for b, (g, r) in enumerate(zip(guides, rows, strict=True))
+    ]
 
 
 def greedy(
@@ -181,15 +233,23 @@ def greedy(
     guides: Sequence[Guide] | None = None,
     position_limit: int | None = None,
     on_done: Callable[[int], None] | None = None,
+    stop_ids: frozenset[int] = frozenset(),
+    vocab: Sequence[int] | None = None,
 ) -> list[tuple[list[int], bool]]:
     """Greedy continuations of `prompts`: (new ids before EOS, ended with EOS) per prompt.
 
+    `stop_ids` end a row as `eos_id` does (instruction-tuned Gemma ends turns with
+    `<end_of_turn>`); like EOS they are not part of the output.
+
     Prompts join in the order given (sort them by length for tight batches). A row's budget is
     `max_tokens`, cut so its prompt and output fit `position_limit`. `on_done(i)` is called as
-    soon as prompt i is finished.
+    soon as prompt i is finished. `vocab`: the only token ids the guides can allow (all of
+    them, EOS included); logits are then computed for these alone.
     """
     device = next(model.parameters()).device
-    cache_key, extra = _forward_keywords(model)
+    head = None if vocab is None or guides is None else _OutputHead(model, vocab)
+    body = model if head is None else model.base_model
+    cache_key, extra = _forward_keywords(body)
     outputs: list[list[int]] = [[] for _ in prompts]
     ended = [False] * len(prompts)
     finished = [False] * len(prompts)
@@ -199,8 +259,9 @@ def greedy(
     ]
     waiting = list(range(len(prompts)))
     batch: _Batch | None = None
+    span = max((len(p) + b for p, b in zip(prompts, budgets, strict=True)), default=0)
     # other caches cannot be joined: their prompts are prefilled as one batch and run to the end
-    group = _PREFILL_ROWS if _joinable(_new_cache(model)) else batch_size
+    group = _PREFILL_ROWS if _joinable(_new_cache(model, span)) else batch_size
 
     def step(target: _Batch, ids: torch.Tensor, positions: torch.Tensor) -> None:
         """Run the model on `ids` and choose each live row's next token.
@@ -208,22 +269,27 @@ def greedy(
         Finished rows stay (fed a pad) until a quarter of the batch has finished, then leave
         together: dropping rows copies the whole cache.
         """
-        logits = model(
+        out = body(
             input_ids=ids,
             attention_mask=target.mask,
             position_ids=positions,
             **{cache_key: target.cache},
             **extra,
-        ).logits[:, -1]
+        )
         live = [b for b, r in enumerate(target.rows) if not finished[r]]
+        if head is None:
+            logits = out.logits[live, -1]
+        else:
+            logits = head.logits(out.last_hidden_state[live, -1])
         row_guides = None if guides is None else [guides[target.rows[b]] for b in live]
-        for b, token in zip(live, choose(logits[live], row_guides), strict=True):
+        for b, token in zip(live, choose(logits, row_guides, head), strict=True):
             r = target.rows[b]
-            if token == eos_id:
+            stop = token == eos_id or token in stop_ids
+            if stop:
                 ended[r] = True
             else:
                 outputs[r].append(token)
-            target.pending[b] = pad_id if token == eos_id else token
+            target.pending[b] = pad_id if stop else token
             if ended[r] or len(outputs[r]) >= budgets[r]:
                 finished[r] = True
                 if on_done is not None:
@@ -237,7 +303,7 @@ def greedy(
         padded, masks = pad_batch([prompts[r] for r in taken], pad_id, left=True)
         mask = torch.tensor(masks, device=device)
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        new = _Batch(taken, _new_cache(model), mask, positions[:, -1:], [pad_id] * len(taken))
+        new = _Batch(taken, _new_cache(model, span), mask, positions[:, -1:], [pad_id] * len(taken))
         step(new, torch.tensor(padded, device=device), positions)
         return new
 

@@ -14,10 +14,12 @@ from pathlib import Path
 from typing import Any
 
 from giellm.errors import GiellmError
+from giellm.model.bases import load_base, load_base_tokenizer, resolve_base
 from giellm.tasks import LabelSchema
 
 META_FILE = "giellm.json"
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent.parent / "default_model"
+TINY = "tiny"  # the embedded from-scratch model, by name
 
 
 @dataclass
@@ -70,11 +72,24 @@ def merge_schemas(schemas: list[LabelSchema]) -> LabelSchema:
 
 
 def resolve_model_dir(model: str | Path | None) -> Path:
-    """`model` as a directory, defaulting to the embedded model; a clear error if missing."""
-    path = DEFAULT_MODEL_DIR if model is None else Path(model)
+    """`model` as a giellm model directory (`tiny`, None: the embedded one); clear error if not."""
+    path = DEFAULT_MODEL_DIR if model is None or str(model) == TINY else Path(model)
     if not (path / "config.json").exists() and not (path / "adapter_config.json").exists():
         raise GiellmError(f"{path}: not a model directory (no config.json or adapter_config.json)")
     return path
+
+
+def is_model_dir(model: str | Path | None) -> bool:
+    """Is `model` a directory with weights or an adapter (else: a base to resolve by name)?"""
+    if model is None or str(model) == TINY:
+        return True
+    path = Path(model)
+    return (path / "config.json").exists() or (path / "adapter_config.json").exists()
+
+
+def model_meta(model: str | Path | None) -> ModelMeta:
+    """The task schemas and windows of `model` (a bare base has none: open label sets)."""
+    return ModelMeta.load(resolve_model_dir(model)) if is_model_dir(model) else ModelMeta()
 
 
 def adapter_config(path: Path) -> dict[str, Any] | None:
@@ -86,32 +101,51 @@ def adapter_config(path: Path) -> dict[str, Any] | None:
     return config
 
 
-def load_tokenizer(path: Path) -> Any:
-    """The model's tokenizer, with a pad token for batching (EOS when it names none)."""
-    from transformers import AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(path)
+def with_pad_token(tokenizer: Any) -> Any:
+    """`tokenizer` with a pad token for batching (EOS when it names none)."""
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
 
 
+def load_tokenizer(path: Path) -> Any:
+    """The tokenizer saved in `path`, with a pad token."""
+    from transformers import AutoTokenizer
+
+    return with_pad_token(AutoTokenizer.from_pretrained(path))
+
+
+def has_tokenizer(path: Path) -> bool:
+    return (path / "tokenizer.json").exists() or (path / "tokenizer_config.json").exists()
+
+
 def load_model(
     model: str | Path | None = None, *, device: str = "cpu"
 ) -> tuple[Any, Any, ModelMeta]:
-    """(model, tokenizer, meta) ready for generation; adapters are merged into their base."""
-    import torch
-    from transformers import AutoModelForCausalLM
+    """(model, tokenizer, meta) ready for generation; adapters are merged into their base.
 
-    path = resolve_model_dir(model)
+    `model` is a giellm model directory (full weights or a LoRA adapter), `tiny` or None (the
+    embedded model), or any base `bases.resolve_base` knows (`gemma-3-270m`, a `.gguf` file,
+    an HF directory, a hub id), which then runs with open label sets.
+    """
+    import torch
+
     dtype = torch.float32 if device == "cpu" else torch.bfloat16
+    if not is_model_dir(model):
+        source = resolve_base(str(model))
+        lm, tokenizer = load_base(source, dtype=dtype), load_base_tokenizer(source)
+        lm.to(device).eval()
+        return lm, with_pad_token(tokenizer), ModelMeta()
+    path = resolve_model_dir(model)
     adapter = adapter_config(path)
     if adapter is not None:
         from peft import PeftModel
 
-        lm = AutoModelForCausalLM.from_pretrained(adapter["base_model_name_or_path"], dtype=dtype)
-        lm = PeftModel.from_pretrained(lm, path).merge_and_unload()
+        source = resolve_base(adapter["base_model_name_or_path"])
+        lm = PeftModel.from_pretrained(load_base(source, dtype=dtype), path).merge_and_unload()
+        tokenizer = load_tokenizer(path) if has_tokenizer(path) else load_base_tokenizer(source)
     else:
-        lm = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+        lm = load_base(resolve_base(path), dtype=dtype)
+        tokenizer = load_tokenizer(path)
     lm.to(device).eval()
-    return lm, load_tokenizer(path), ModelMeta.load(path)
+    return lm, with_pad_token(tokenizer), ModelMeta.load(path)

@@ -73,9 +73,20 @@ def _is_byte_level(tokenizer: Any) -> bool:
     return decoder is not None and "ByteLevel" in repr(decoder)
 
 
+def special_ids(tokenizer: Any) -> set[int]:
+    """Every id the tokenizer marks special: the named ones and every added special token.
+
+    Gemma marks 6,249 tokens special (`<unused*>`, `<start_of_turn>` …) but names only five;
+    read as text they would let the grammar accept what decoding then drops.
+    """
+    added = getattr(tokenizer, "added_tokens_decoder", {}) or {}
+    marked = {int(i) for i, token in added.items() if getattr(token, "special", False)}
+    return set(tokenizer.all_special_ids) | marked
+
+
 def token_bytes(tokenizer: Any) -> list[bytes | None]:
     """Each token id's raw bytes as it appears in decoded text; None for special tokens."""
-    specials = set(tokenizer.all_special_ids)
+    specials = special_ids(tokenizer)
     pieces = tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))
     byte_level = _is_byte_level(tokenizer)
     table = _byte_decoder()

