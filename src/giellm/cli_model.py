@@ -18,7 +18,13 @@ if TYPE_CHECKING:
     from giellm.baselines.fewshot import Mode
 
 ModelOption = Annotated[
-    Path | None, typer.Option("--model", "-m", help="model directory (default: the embedded one)")
+    Path | None,
+    typer.Option(
+        "--model",
+        "-m",
+        help="giellm model directory, or a base: gemma-3-270m, a .gguf file, an HF directory "
+        "or hub id (default: the embedded model; 'tiny' names it)",
+    ),
 ]
 SchemaOption = Annotated[
     str | None,

@@ -18,7 +18,7 @@ from giellm.constrain import Grammar, TokenGuide, VocabIndex
 from giellm.data.registry import get_format
 from giellm.format import decode
 from giellm.model.loading import load_model
-from giellm.model.output_vocab import CharIndex, target_chars
+from giellm.model.output_vocab import CharIndex
 from giellm.model.sequences import prompt_ids
 from giellm.model.tokenizer import token_bytes
 from giellm.schema import Example
@@ -286,8 +286,8 @@ class Extractor:
             names |= used
         if self._chars is None:
             self._chars = CharIndex(self.trie.pieces)
-        texts = {g.text.decode() for g in grammars}
-        return self._chars.within(target_chars(texts, names), always=[self.trie.eos_id])
+        texts = {g.text.decode() for g in grammars} | names
+        return self._chars.within(texts, always=[self.trie.eos_id])
 
     def _greedy(
         self,

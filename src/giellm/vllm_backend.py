@@ -20,7 +20,16 @@ from typing import Any
 from giellm.ebnf import layout_grammar
 from giellm.errors import GiellmError
 from giellm.generate import Extractor, _Window
-from giellm.model.loading import ModelMeta, adapter_config, load_tokenizer, resolve_model_dir
+from giellm.model.bases import load_base_tokenizer, resolve_base
+from giellm.model.loading import (
+    ModelMeta,
+    adapter_config,
+    has_tokenizer,
+    is_model_dir,
+    load_tokenizer,
+    resolve_model_dir,
+    with_pad_token,
+)
 from giellm.tasks import LabelSchema
 
 
@@ -49,11 +58,10 @@ class VllmExtractor(Extractor):
         **engine: Any,
     ) -> None:
         vllm = _import_vllm()
-        path = resolve_model_dir(model)
-        adapter = adapter_config(path)
+        path = resolve_model_dir(model) if is_model_dir(model) else None
+        adapter = None if path is None else adapter_config(path)
         self.lora: Any = None
         options: dict[str, Any] = {
-            "tokenizer": str(path),
             "dtype": dtype,
             "gpu_memory_utilization": gpu_memory_utilization,
             "max_num_seqs": batch_size,
@@ -63,18 +71,25 @@ class VllmExtractor(Extractor):
         if adapter is not None:
             from vllm.lora.request import LoRARequest
 
-            base = adapter["base_model_name_or_path"]
+            source = resolve_base(adapter["base_model_name_or_path"])
             rank = 8
             while rank < int(adapter.get("r", 16)):  # vLLM takes powers of two
                 rank *= 2
             options |= {"enable_lora": True, "max_lora_rank": rank}
             self.lora = LoRARequest("giellm", 1, str(path))
         else:
-            base = str(path)
-        self.llm = vllm.LLM(model=base, **options)
+            source = resolve_base(str(path or model))
+        if source.kind == "gguf":  # vLLM reads the GGUF; config and tokenizer come prepared
+            options["hf_config_path"] = str(source.prepared)
+        if path is not None and has_tokenizer(path):
+            self.tokenizer = load_tokenizer(path)
+            options["tokenizer"] = str(path)
+        else:
+            self.tokenizer = with_pad_token(load_base_tokenizer(source))
+            options["tokenizer"] = str(source.prepared or source.path or source.name)
+        self.llm = vllm.LLM(model=str(source.path or source.name), **options)
         self.model = None
-        self.tokenizer = load_tokenizer(path)
-        self.meta = ModelMeta.load(path)
+        self.meta = ModelMeta() if path is None else ModelMeta.load(path)
         self._configure("cuda", constrained, batch_size, max_new_tokens)
 
     def position_limit(self) -> int | None:
@@ -102,11 +117,11 @@ class VllmExtractor(Extractor):
         ]
         requests = [{"prompt_token_ids": ids} for ids in prompts]
         outputs = self.llm.generate(requests, params, lora_request=self.lora, use_tqdm=False)
-        eos = self.tokenizer.eos_token_id
+        stops = {self.tokenizer.eos_token_id}
         out = []
         for result in outputs:
             completion = result.outputs[0]
-            ids = [t for t in completion.token_ids if t != eos]
+            ids = [t for t in completion.token_ids if t not in stops]
             out.append((ids, completion.finish_reason == "stop"))
         return out
 

@@ -37,6 +37,7 @@ _LAYER_NAMES = {
 _TOP_NAMES = {"token_embd": "model.embed_tokens", "output_norm": "model.norm", "output": "lm_head"}
 # Gemma's RMSNorm multiplies by (1 + weight); llama.cpp stores the weight with the 1 added
 _NORMS_PLUS_ONE = frozenset({"gemma3"})
+_ROWS_AT_ONCE = 8192
 
 
 def supported(architecture: str) -> bool:
@@ -73,7 +74,12 @@ def hf_name(name: str, architecture: str) -> str:
 
 
 def state_dict(path: Path, index: dict[str, Any], dtype: Any) -> dict[str, Any]:
-    """HF-named tensors of the GGUF at `path`, dequantized to float32 and cast to `dtype`."""
+    """HF-named tensors of the GGUF at `path`, dequantized to float32 and cast to `dtype`.
+
+    Rows are dequantized a block at a time into the final tensor: `gguf`'s numpy kernels hold
+    a few float copies of what they work on, which for the whole 262k-row embedding would
+    double the loader's peak memory.
+    """
     import numpy as np
     import torch
     from gguf import GGMLQuantizationType
@@ -86,14 +92,19 @@ def state_dict(path: Path, index: dict[str, Any], dtype: Any) -> dict[str, Any]:
         qtype = GGMLQuantizationType(info["type"])
         shape = tuple(reversed(info["shape"]))  # GGUF lists dimensions fastest first
         data = raw[info["offset"] : info["offset"] + info["bytes"]]
-        if qtype in (GGMLQuantizationType.F32, GGMLQuantizationType.F16):
-            values = data.view(np.float32 if qtype == GGMLQuantizationType.F32 else np.float16)
-            values = values.reshape(shape).astype(np.float32)
+        plain = {GGMLQuantizationType.F32: np.float32, GGMLQuantizationType.F16: np.float16}
+        values = torch.empty(shape, dtype=torch.float32)
+        target = values.numpy().reshape(-1, shape[-1])
+        if qtype in plain:
+            target[:] = data.view(plain[qtype]).reshape(target.shape)
         else:
-            values = dequantize(data.reshape(quant_shape_to_byte_shape(shape, qtype)), qtype)
+            rows = data.reshape(quant_shape_to_byte_shape(target.shape, qtype))
+            for start in range(0, len(rows), _ROWS_AT_ONCE):
+                block = rows[start : start + _ROWS_AT_ONCE]
+                target[start : start + len(block)] = dequantize(block, qtype)
         if architecture in _NORMS_PLUS_ONE and name.endswith("norm.weight"):
-            values = values - 1
-        out[hf_name(name, architecture)] = torch.from_numpy(np.ascontiguousarray(values)).to(dtype)
+            values -= 1
+        out[hf_name(name, architecture)] = values.to(dtype)
     return out
 
 

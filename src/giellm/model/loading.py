@@ -131,9 +131,12 @@ def load_model(
     import torch
 
     dtype = torch.float32 if device == "cpu" else torch.bfloat16
+    # tokenizers first: a 262k-piece one peaks at ~400 MB while loading, which then does not
+    # stack on the weights' own peak
     if not is_model_dir(model):
         source = resolve_base(str(model))
-        lm, tokenizer = load_base(source, dtype=dtype), load_base_tokenizer(source)
+        tokenizer = load_base_tokenizer(source)
+        lm = load_base(source, dtype=dtype)
         lm.to(device).eval()
         return lm, with_pad_token(tokenizer), ModelMeta()
     path = resolve_model_dir(model)
@@ -142,10 +145,10 @@ def load_model(
         from peft import PeftModel
 
         source = resolve_base(adapter["base_model_name_or_path"])
-        lm = PeftModel.from_pretrained(load_base(source, dtype=dtype), path).merge_and_unload()
         tokenizer = load_tokenizer(path) if has_tokenizer(path) else load_base_tokenizer(source)
+        lm = PeftModel.from_pretrained(load_base(source, dtype=dtype), path).merge_and_unload()
     else:
-        lm = load_base(resolve_base(path), dtype=dtype)
         tokenizer = load_tokenizer(path)
+        lm = load_base(resolve_base(path), dtype=dtype)
     lm.to(device).eval()
     return lm, with_pad_token(tokenizer), ModelMeta.load(path)

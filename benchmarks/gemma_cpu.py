@@ -1,0 +1,161 @@
+"""Gemma 3 270M on a CPU: giellm's extraction versus naive HF `generate`, same model, one run.
+
+- naive: Hugging Face `generate` one record at a time (no batching, no constraint), timed on a
+  sample spread over stockmark dev (`--naive-records`; at ~7 tokens/s a full pass takes most of
+  an hour), its records/s taken as the rate for the whole split;
+- giellm: `Extractor.predict` of all stockmark dev records, constrained (the default), batched,
+  with the output projection restricted to the batch's output vocabulary; and the same with
+  full-vocabulary logits, to show what the restriction buys;
+- int8: the same after dynamic int8 quantization of the decoder's linear layers (torch.ao),
+  with how many predictions and how much F1 it changes;
+- the real `giellm predict` process on all records: wall time from invocation and peak RSS.
+Goals (issue 11): >= 8x naive, <= 90 s end to end, <= 2 GiB RSS.
+
+Run: .venv/bin/python benchmarks/gemma_cpu.py --model build/gemma-stockmark-cpu/final
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from rich.progress import track
+
+from giellm.data.jsonl import write_jsonl
+from giellm.data.registry import load
+from giellm.generate import Extractor
+from giellm.metrics import score
+from giellm.model.sequences import prompt_ids
+
+GIELLM = str(Path(sys.executable).parent / "giellm")
+
+
+def naive(extractor: Extractor, texts: list[str], budget: int) -> tuple[float, int]:
+    """One `generate` call per record, as a first script would do it."""
+    model, tok = extractor.model, extractor.tokenizer
+    tokens = 0
+    started = time.perf_counter()
+    for text in track(texts, description="naive one-by-one"):
+        ids = torch.tensor([prompt_ids(tok, text, "NER")])
+        with torch.inference_mode():
+            out = model.generate(
+                input_ids=ids,
+                attention_mask=torch.ones_like(ids),
+                max_new_tokens=budget,
+                do_sample=False,
+                pad_token_id=tok.pad_token_id,
+                eos_token_id=tok.eos_token_id,
+            )
+        row = out[0, ids.shape[1] :].tolist()
+        tokens += row.index(tok.eos_token_id) if tok.eos_token_id in row else len(row)
+    return time.perf_counter() - started, tokens
+
+
+def timed_predict(extractor: Extractor, records: list, label: str) -> dict:
+    before = extractor.stats.generated_tokens
+    started = time.perf_counter()
+    predictions = [
+        p.example
+        for p in track(
+            extractor.predict(records, schema="stockmark"), total=len(records), description=label
+        )
+    ]
+    seconds = time.perf_counter() - started
+    tokens = extractor.stats.generated_tokens - before
+    return {
+        "seconds": round(seconds, 1),
+        "records_per_second": round(len(records) / seconds, 2),
+        "generated_tokens": tokens,
+        "generated_tokens_per_second": round(tokens / seconds, 1),
+        "f1": round(score(records, predictions).micro.f1 or 0.0, 4),
+        "_predictions": predictions,
+    }
+
+
+def predict_process(records: list, model: str, batch_size: int) -> dict:
+    """Wall time and max RSS of a real `giellm predict` child process (cache warm)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        src, out = Path(tmp) / "in.jsonl", Path(tmp) / "out.jsonl"
+        write_jsonl(src, records)
+        command = [GIELLM, "predict", str(src), "-o", str(out), "--schema", "stockmark"]
+        command += ["--model", model, "--batch-size", str(batch_size)]
+        started = time.perf_counter()
+        subprocess.run(command, check=True, capture_output=True)
+        seconds = time.perf_counter() - started
+    rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    return {"seconds": round(seconds, 1), "peak_rss_mib": round(rss, 1)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", required=True, help="a Gemma-based model (adapter dir)")
+    parser.add_argument("--records", type=int, default=534)
+    parser.add_argument("--naive-records", type=int, default=40)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--out", default="results/gemma_cpu.json")
+    args = parser.parse_args()
+    records = load("stockmark", "dev", "NER")[: args.records]
+    sample = records[:: max(1, len(records) // args.naive_records)][: args.naive_records]
+
+    process = predict_process(records, args.model, args.batch_size)
+    started = time.perf_counter()
+    extractor = Extractor(args.model, batch_size=args.batch_size)
+    load_s = time.perf_counter() - started
+    budget = extractor.max_new_tokens
+    naive_s, naive_tokens = naive(extractor, [r.text for r in sample], budget)
+    naive_rate = len(sample) / naive_s
+    giellm = timed_predict(extractor, records, "giellm, output vocabulary")
+
+    full = Extractor(args.model, batch_size=args.batch_size)
+    full._output_vocab = lambda grammars: None  # type: ignore[method-assign]
+    full_vocab = timed_predict(full, records, "giellm, full-vocabulary logits")
+    del full
+
+    torch.ao.quantization.quantize_dynamic(
+        extractor.model.base_model, {torch.nn.Linear}, dtype=torch.qint8, inplace=True
+    )
+    int8 = timed_predict(extractor, records, "giellm, int8 decoder")
+    same = sum(a == b for a, b in zip(giellm["_predictions"], int8["_predictions"], strict=True))
+    for figures in (giellm, full_vocab, int8):
+        figures.pop("_predictions")
+    result = {
+        "model": args.model,
+        "records": len(records),
+        "batch_size": args.batch_size,
+        "max_new_tokens": budget,
+        "load_seconds_in_process": round(load_s, 1),
+        "naive": {
+            "records": len(sample),
+            "seconds": round(naive_s, 1),
+            "records_per_second": round(naive_rate, 3),
+            "generated_tokens_per_second": round(naive_tokens / naive_s, 1),
+        },
+        "giellm_constrained": giellm,
+        "giellm_constrained_full_vocab_logits": full_vocab,
+        "giellm_constrained_int8": {**int8, "same_predictions": same},
+        "speedup_vs_naive": round(giellm["records_per_second"] / naive_rate, 2),
+        "speedup_int8_vs_naive": round(int8["records_per_second"] / naive_rate, 2),
+        "output_vocab_speedup": round(full_vocab["seconds"] / giellm["seconds"], 2),
+        "predict_process": process,
+        "goals": {"speedup": 8, "end_to_end_seconds": 90, "peak_rss_mib": 2048},
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+    }
+    print(json.dumps(result, ensure_ascii=False, indent=1))
+    Path(args.out).write_text(json.dumps(result, ensure_ascii=False, indent=1) + "\n")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
