@@ -14,6 +14,7 @@ thousand tokens the batch can use.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from itertools import pairwise
 from typing import Any
 
 SEPARATORS = frozenset("<>;:,()#\\\n")
@@ -27,11 +28,7 @@ def _pair(a: str, b: str) -> int:
 
 def _pairs(text: str) -> list[int]:
     """Neighbouring characters of `text`, neither a layout separator, as integer keys."""
-    return [
-        _pair(a, b)
-        for a, b in zip(text, text[1:], strict=False)
-        if a not in SEPARATORS and b not in SEPARATORS
-    ]
+    return [_pair(a, b) for a, b in pairwise(text) if a not in SEPARATORS and b not in SEPARATORS]
 
 
 class CharIndex:
