@@ -239,20 +239,26 @@ def fit(
             f"{stage}: no training records (all longer than max_len={config.max_len}?)"
         )
     accelerator = Accelerator(
-        gradient_accumulation_steps=config.grad_accum, mixed_precision=config.mixed_precision
+        cpu=_on_cpu(),
+        gradient_accumulation_steps=config.grad_accum,
+        mixed_precision=config.mixed_precision,
     )
     deepspeed = accelerator.state.deepspeed_plugin
     if deepspeed is not None:  # our batches come from a sampler, so DeepSpeed is told the size
         deepspeed.deepspeed_config["train_micro_batch_size_per_gpu"] = batch_size
     lengths = [len(x) for x in train.ids]
-    per_epoch = math.ceil(len(lengths) / batch_size)
+    # accelerate hands each of N processes every N-th batch: an epoch is 1/N of the batches each
+    per_epoch = math.ceil(math.ceil(len(lengths) / batch_size) / accelerator.num_processes)
     steps = max_steps or max(1, math.ceil(per_epoch * epochs / config.grad_accum))
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=config.weight_decay)
+    # the prepared scheduler steps once per process at each optimizer step
+    ticks = accelerator.num_processes
     scheduler = get_cosine_schedule_with_warmup(
-        optimizer, math.ceil(steps * config.warmup_ratio), steps
+        optimizer, math.ceil(steps * config.warmup_ratio) * ticks, steps * ticks
     )
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+    log({"stage": stage, "processes": accelerator.num_processes, "steps": steps})
 
     def epoch_loader(epoch: int) -> Any:
         batches = length_batches(lengths, batch_size, config.seed + epoch)
@@ -362,7 +368,17 @@ def _is_main_process() -> bool:
     """True except in the non-zero ranks of a multi-process (accelerate/torchrun) launch."""
     from accelerate import PartialState
 
-    return bool(PartialState().is_main_process)
+    return bool(PartialState(cpu=_on_cpu()).is_main_process)
+
+
+def _on_cpu() -> bool:
+    """Train on CPUs: asked for (`accelerate launch --cpu`) or no GPU. The first
+    `PartialState` fixes the backend, so every caller must agree: several processes on CPUs
+    then join one gloo group instead of each training alone."""
+    import torch
+    from accelerate.utils import parse_flag_from_env
+
+    return bool(parse_flag_from_env("ACCELERATE_USE_CPU")) or not torch.cuda.is_available()
 
 
 def _save(model: Any, tokenizer: Any, out: Path, dtype: str, meta: ModelMeta | None = None) -> None:
@@ -373,13 +389,10 @@ def _save(model: Any, tokenizer: Any, out: Path, dtype: str, meta: ModelMeta | N
     out.mkdir(parents=True, exist_ok=True)
     if hasattr(model, "peft_config"):  # the embeddings are not adapted: no lookup of the base
         model.save_pretrained(out, save_embedding_layers=False)
-    else:
+    else:  # a cast copy: casting the live model would round the weights being trained
         target = getattr(torch, dtype)
-        if target != torch.float32:
-            model = model.to(target)
-        model.save_pretrained(out)
-        if target != torch.float32:
-            model.to(torch.float32)
+        state = {k: v.detach().to(target) for k, v in model.state_dict().items()}
+        model.save_pretrained(out, state_dict=state)
     tokenizer.save_pretrained(out)
     if meta is not None:
         meta.save(out)
