@@ -6,6 +6,7 @@
 - giellm: `Extractor.predict` of all stockmark dev records, constrained (the default), batched,
   with the output projection restricted to the batch's output vocabulary; and the same with
   full-vocabulary logits, to show what the restriction buys;
+- bfloat16: the same model loaded in bfloat16 (AVX512-BF16 CPUs run it natively);
 - int8: the same after dynamic int8 quantization of the decoder's linear layers (torch.ao),
   with how many predictions and how much F1 it changes;
 - the real `giellm predict` process on all records: wall time from invocation and peak RSS.
@@ -120,12 +121,21 @@ def main() -> None:
     full_vocab = timed_predict(full, records, "giellm, full-vocabulary logits")
     del full
 
+    half = Extractor(args.model, batch_size=args.batch_size, dtype="bfloat16")
+    bf16 = timed_predict(half, records, "giellm, bfloat16")
+    del half
+
     torch.ao.quantization.quantize_dynamic(
         extractor.model.base_model, {torch.nn.Linear}, dtype=torch.qint8, inplace=True
     )
     int8 = timed_predict(extractor, records, "giellm, int8 decoder")
-    same = sum(a == b for a, b in zip(giellm["_predictions"], int8["_predictions"], strict=True))
-    for figures in (giellm, full_vocab, int8):
+
+    def same(figures: dict) -> int:
+        pairs = zip(giellm["_predictions"], figures["_predictions"], strict=True)
+        return sum(a == b for a, b in pairs)
+
+    same_bf16, same_int8 = same(bf16), same(int8)
+    for figures in (giellm, full_vocab, bf16, int8):
         figures.pop("_predictions")
     result = {
         "model": args.model,
@@ -141,8 +151,10 @@ def main() -> None:
         },
         "giellm_constrained": giellm,
         "giellm_constrained_full_vocab_logits": full_vocab,
-        "giellm_constrained_int8": {**int8, "same_predictions": same},
+        "giellm_constrained_bfloat16": {**bf16, "same_predictions": same_bf16},
+        "giellm_constrained_int8": {**int8, "same_predictions": same_int8},
         "speedup_vs_naive": round(giellm["records_per_second"] / naive_rate, 2),
+        "speedup_bfloat16_vs_naive": round(bf16["records_per_second"] / naive_rate, 2),
         "speedup_int8_vs_naive": round(int8["records_per_second"] / naive_rate, 2),
         "output_vocab_speedup": round(full_vocab["seconds"] / giellm["seconds"], 2),
         "predict_process": process,

@@ -9,6 +9,8 @@ import subprocess
 import time
 from pathlib import Path
 
+import pytest
+
 from conftest import GIELLM, run_cli
 from giellm.data.jsonl import dumps, read_jsonl, resume_count, write_jsonl
 from giellm.data.registry import load
@@ -179,3 +181,66 @@ def test_a_long_text_is_windowed_and_mapped_back(data_dir: Path, tmp_path: Path)
     assert record.text == text and record.entities
     assert max(e.end for e in record.entities) > 10_000  # found all along, offsets in the whole
     assert all(text[e.start : e.end] == e.text for e in record.entities)
+
+
+def test_outputs_to_special_files_write_through_and_keep_the_node(
+    data_dir: Path, tmp_path: Path
+) -> None:
+    """`-o /dev/null` or a FIFO is written to, never replaced by a regular file."""
+    import os
+    import stat
+    import threading
+
+    from giellm.data.jsonl import write_jsonl
+    from giellm.data.registry import load
+
+    records = load("stockmark", "dev", "NER", data_dir)[:3]
+    assert write_jsonl("/dev/null", records) == 3
+    assert stat.S_ISCHR(os.stat("/dev/null").st_mode)
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    got: list[bytes] = []
+    reader = threading.Thread(target=lambda: got.append(fifo.read_bytes()))
+    reader.start()
+    write_jsonl(fifo, records)
+    reader.join(timeout=30)
+    assert stat.S_ISFIFO(os.stat(fifo).st_mode)
+    assert got and got[0].count(b"\n") == 3
+
+
+def test_outputs_follow_the_umask(data_dir: Path, tmp_path: Path) -> None:
+    import os
+
+    from giellm.data.jsonl import write_jsonl
+    from giellm.data.registry import load
+
+    old = os.umask(0o022)
+    try:
+        write_jsonl(tmp_path / "out.jsonl", load("stockmark", "dev", "NER", data_dir)[:1])
+    finally:
+        os.umask(old)
+    assert (tmp_path / "out.jsonl").stat().st_mode & 0o777 == 0o644
+
+
+def test_extractor_settings_are_checked_before_loading() -> None:
+    from giellm.errors import GiellmError
+    from giellm.generate import Extractor
+
+    for options in ({"batch_size": 0}, {"batch_size": -1}, {"max_new_tokens": 0}):
+        with pytest.raises(GiellmError, match="at least 1"):
+            Extractor("/nonexistent/model", **options)  # type: ignore[arg-type]
+    extractor = Extractor(batch_size=2, max_new_tokens=4)
+    with pytest.raises(GiellmError, match="chunk"):
+        list(extractor.predict([], chunk=0))
+
+
+def test_repeated_arguments_are_dropped_once_each() -> None:
+    from giellm.format import decode
+    from giellm.schema import Example
+    from giellm.tasks import LabelSchema
+
+    source = Example(id="x", task="PAS", text="トヨタが東京で車を売った。")
+    decoded = decode("<>売った(ガ:トヨタ,ガ:トヨタ,ヲ:車,ガ:トヨタ)", source, LabelSchema())
+    (event,) = decoded.example.events
+    assert [(a.role, a.text) for a in event.arguments] == [("ガ", "トヨタ"), ("ヲ", "車")]
+    assert decoded.dropped == ("repeated argument: 'ガ:トヨタ'",) * 2

@@ -309,7 +309,11 @@ class _Decoder:
             if span is None:
                 self.drop(raw, "argument not in text")
                 continue
-            arguments.append(Argument(role=role, **span.model_dump()))
+            argument = Argument(role=role, **span.model_dump())
+            if argument in arguments:  # small models loop: `ガ:トヨタ` 21 times
+                self.drop(raw, "repeated argument")
+                continue
+            arguments.append(argument)
         return Event(trigger=trigger, type=etype, arguments=tuple(arguments))
 
     def events(self, items: list[str]) -> list[Event]:

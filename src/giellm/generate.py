@@ -16,6 +16,7 @@ from typing import Any
 
 from giellm.constrain import Grammar, TokenGuide, VocabIndex
 from giellm.data.registry import get_format
+from giellm.errors import GiellmError
 from giellm.format import decode
 from giellm.model.loading import load_model
 from giellm.model.output_vocab import CharIndex
@@ -67,6 +68,14 @@ class Stats:
     tasks: dict[str, int] = field(default_factory=dict)
 
 
+def check_settings(batch_size: int, max_new_tokens: int | None) -> None:
+    """Refuse settings that would loop forever or silently mean something else."""
+    if batch_size < 1:
+        raise GiellmError(f"batch_size must be at least 1, not {batch_size}")
+    if max_new_tokens is not None and max_new_tokens < 1:
+        raise GiellmError(f"max_new_tokens must be at least 1, not {max_new_tokens}")
+
+
 def stop_ids(model: Any, tokenizer: Any) -> frozenset[int]:
     """Every id that ends generation: the tokenizer's EOS and the model's configured ones."""
     ids = {tokenizer.eos_token_id}
@@ -100,14 +109,17 @@ class Extractor:
         constrained: bool = True,
         batch_size: int = 64,
         max_new_tokens: int | None = None,
+        dtype: str = "auto",
     ) -> None:
-        self.model, self.tokenizer, self.meta = load_model(model, device=device)
+        check_settings(batch_size, max_new_tokens)  # before the slow part
+        self.model, self.tokenizer, self.meta = load_model(model, device=device, dtype=dtype)
         self._configure(device, constrained, batch_size, max_new_tokens)
 
     def _configure(
         self, device: str, constrained: bool, batch_size: int, max_new_tokens: int | None
     ) -> None:
         """The generation settings and counters every backend keeps (after `meta` is loaded)."""
+        check_settings(batch_size, max_new_tokens)
         self.device = device
         self.constrained = constrained
         self.batch_size = batch_size
@@ -169,6 +181,8 @@ class Extractor:
         `on_windows(planned, generated)` follows the work inside long records: once per chunk
         with the windows it was cut into, then after every generated batch.
         """
+        if chunk < 1:
+            raise GiellmError(f"chunk must be at least 1, not {chunk}")
         it = iter(records)
         while batch := list(islice(it, chunk)):
             for prediction in self._predict_chunk(batch, schema, on_windows):

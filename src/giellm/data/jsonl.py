@@ -133,19 +133,35 @@ def atomic_writer(path: str | Path) -> Iterator[IO[str]]:
     """
     path = Path(path)
     directory = path.parent if str(path.parent) else Path(".")
+    if not str(path) or path.is_dir():
+        raise DataError("is a directory, not a file", path=path)
     if not directory.is_dir():
         raise DataError("output directory does not exist", path=directory)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
+    if path.exists() and not path.is_file():  # /dev/null, a FIFO: write to it, never replace it
+        with path.open("w", encoding="utf-8") as handle:
+            yield handle
+        return
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
+    except OSError as err:
+        raise DataError(f"cannot write here ({err.strerror})", path=path) from None
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             yield handle
             handle.flush()
             os.fsync(handle.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())  # as an ordinary open() would have made it
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def write_jsonl(path: str | Path, examples: Iterable[Example]) -> int:

@@ -119,24 +119,32 @@ def has_tokenizer(path: Path) -> bool:
     return (path / "tokenizer.json").exists() or (path / "tokenizer_config.json").exists()
 
 
+DTYPES = ("auto", "float32", "bfloat16")
+
+
 def load_model(
-    model: str | Path | None = None, *, device: str = "cpu"
+    model: str | Path | None = None, *, device: str = "cpu", dtype: str = "auto"
 ) -> tuple[Any, Any, ModelMeta]:
     """(model, tokenizer, meta) ready for generation; adapters are merged into their base.
 
     `model` is a giellm model directory (full weights or a LoRA adapter), `tiny` or None (the
     embedded model), or any base `bases.resolve_base` knows (`gemma-3-270m`, a `.gguf` file,
-    an HF directory, a hub id), which then runs with open label sets.
+    an HF directory, a hub id), which then runs with open label sets. `dtype` "auto" is
+    float32 on a CPU and bfloat16 on a GPU.
     """
     import torch
 
-    dtype = torch.float32 if device == "cpu" else torch.bfloat16
+    if dtype not in DTYPES:
+        raise GiellmError(f"dtype {dtype!r}: use one of {', '.join(DTYPES)}")
+    if dtype == "auto":  # CPUs: float32, the numerics the models were checked with
+        dtype = "float32" if device == "cpu" else "bfloat16"
+    torch_dtype = getattr(torch, dtype)
     # tokenizers first: a 262k-piece one peaks at ~400 MB while loading, which then does not
     # stack on the weights' own peak
     if not is_model_dir(model):
         source = resolve_base(str(model))
         tokenizer = load_base_tokenizer(source)
-        lm = load_base(source, dtype=dtype)
+        lm = load_base(source, dtype=torch_dtype)
         lm.to(device).eval()
         return lm, with_pad_token(tokenizer), ModelMeta()
     path = resolve_model_dir(model)
@@ -146,9 +154,11 @@ def load_model(
 
         source = resolve_base(adapter["base_model_name_or_path"])
         tokenizer = load_tokenizer(path) if has_tokenizer(path) else load_base_tokenizer(source)
-        lm = PeftModel.from_pretrained(load_base(source, dtype=dtype), path).merge_and_unload()
+        lm = PeftModel.from_pretrained(
+            load_base(source, dtype=torch_dtype), path
+        ).merge_and_unload()
     else:
         tokenizer = load_tokenizer(path)
-        lm = load_base(resolve_base(path), dtype=dtype)
+        lm = load_base(resolve_base(path), dtype=torch_dtype)
     lm.to(device).eval()
     return lm, with_pad_token(tokenizer), ModelMeta.load(path)
