@@ -244,3 +244,19 @@ def test_repeated_arguments_are_dropped_once_each() -> None:
     (event,) = decoded.example.events
     assert [(a.role, a.text) for a in event.arguments] == [("ガ", "トヨタ"), ("ヲ", "車")]
     assert decoded.dropped == ("repeated argument: 'ガ:トヨタ'",) * 2
+
+
+def test_an_output_that_is_an_input_is_refused(data_dir: Path, tmp_path: Path) -> None:
+    """`-o INPUT` and `--rejects INPUT` would overwrite the input: one line, input intact."""
+    source = tmp_path / "in.jsonl"
+    write_jsonl(source, GOOD)
+    before = source.read_bytes()
+    for args in (
+        ["convert", str(source), "--from", "jsonl", "--task", "NER", "-o", str(source)],
+        ["predict", str(source), "-o", str(source)],
+        ["predict", str(source), "-o", str(tmp_path / "p.jsonl"), "--rejects", str(source)],
+    ):
+        result = run_cli(*args)
+        assert result.returncode == 2, result.stderr
+        assert "is also an input" in result.stderr and "Traceback" not in result.stderr
+        assert source.read_bytes() == before

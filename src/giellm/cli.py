@@ -36,9 +36,10 @@ def convert(
     output: Annotated[Path, typer.Option("--output", "-o", help="unified JSONL file to write")],
 ) -> None:
     """Convert a dataset file into giellm's unified JSONL records."""
-    from giellm.data.jsonl import write_jsonl
+    from giellm.data.jsonl import check_outputs, write_jsonl
     from giellm.data.registry import get_format
 
+    check_outputs([input], [output])
     fmt = get_format(from_format)
     notes: Counter[str] = Counter()
     started = time.perf_counter()

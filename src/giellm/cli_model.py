@@ -122,6 +122,7 @@ def predict(
     progress is in OUT.partial until the last record is written).
     """
     from giellm.data.jsonl import (
+        check_outputs,
         dumps,
         partial_path,
         read_or_reject,
@@ -134,6 +135,8 @@ def predict(
 
     if on_error not in ("fail", "skip"):
         raise GiellmError("--on-error must be fail or skip")
+    where = rejects or output.with_name(output.name + ".rejects.jsonl")
+    check_outputs([input], [output, partial_path(output), where])
     fmt = get_format(from_format)
     if task is None and from_format != "jsonl":
         raise GiellmError(f"--from {from_format} needs --task")
@@ -145,7 +148,6 @@ def predict(
     else:
         records = read_unique(input)
     if skipped:
-        where = rejects or output.with_name(output.name + ".rejects.jsonl")
         write_rejects(where, skipped)
         err_console.print(
             f"skipped {len(skipped)} bad lines (first: {skipped[0].error}); see {where}"

@@ -158,6 +158,21 @@ def atomic_writer(path: str | Path) -> Iterator[IO[str]]:
         raise
 
 
+def check_outputs(inputs: Sequence[Path], outputs: Sequence[Path]) -> None:
+    """Refuse an output that is one of the inputs (or another output): it would be overwritten."""
+
+    def same(a: Path, b: Path) -> bool:
+        if a.exists() and b.exists():
+            return os.path.samefile(a, b)
+        return a.resolve() == b.resolve()
+
+    for k, out in enumerate(outputs):
+        for other in [*inputs, *outputs[:k]]:
+            if same(out, other):
+                kind = "an input" if other in inputs else "another output"
+                raise DataError(f"the output is also {kind}; choose another path", path=out)
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
