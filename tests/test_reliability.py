@@ -260,3 +260,41 @@ def test_an_output_that_is_an_input_is_refused(data_dir: Path, tmp_path: Path) -
         assert result.returncode == 2, result.stderr
         assert "is also an input" in result.stderr and "Traceback" not in result.stderr
         assert source.read_bytes() == before
+
+
+def test_two_runs_never_write_one_output(tmp_path: Path) -> None:
+    from giellm.data.jsonl import open_locked
+
+    source, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    write_jsonl(source, GOOD)
+    with open_locked(tmp_path / "out.jsonl.partial"):  # a run in progress
+        result = run_cli("predict", str(source), "-o", str(out), "--max-new-tokens", "4")
+    assert result.returncode == 2 and "another giellm run is writing it" in result.stderr
+    assert not out.exists()
+
+
+def test_a_partial_resumes_only_under_its_own_settings(tmp_path: Path) -> None:
+    from giellm.data.jsonl import check_run_settings
+    from giellm.errors import DataError
+
+    partial = tmp_path / "out.jsonl.partial"
+    partial.write_text(dumps(GOOD[0]) + "\n", encoding="utf-8")
+    check_run_settings(partial, {"task": "NER", "model": None})
+    check_run_settings(partial, {"task": "NER", "model": None})  # the same run again
+    with pytest.raises(DataError, match="task='NER', not 'SA'"):
+        check_run_settings(partial, {"task": "SA", "model": None})
+
+
+def test_a_partial_line_with_only_an_id_is_not_done(tmp_path: Path) -> None:
+    partial = tmp_path / "out.jsonl.partial"
+    partial.write_text(dumps(GOOD[0]) + "\n" + json.dumps({"id": GOOD[1].id}) + "\n")
+    assert resume_count(partial, [g.id for g in GOOD]) == 1
+    assert partial.read_text().count("\n") == 1  # the bad line is cut, the good one kept
+
+
+def test_an_unknown_schema_fails_before_the_model_loads(tmp_path: Path) -> None:
+    source, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    write_jsonl(source, GOOD)
+    result = run_cli("predict", str(source), "-o", str(out), "--schema", "nosuch")
+    assert result.returncode == 2 and "nosuch" in result.stderr
+    assert not (tmp_path / "out.jsonl.partial").exists()

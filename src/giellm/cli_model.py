@@ -123,11 +123,13 @@ def predict(
     """
     from giellm.data.jsonl import (
         check_outputs,
-        dumps,
+        check_run_settings,
+        open_locked,
         partial_path,
         read_or_reject,
         read_unique,
         resume_count,
+        settings_path,
         write_rejects,
     )
     from giellm.data.registry import get_format
@@ -137,6 +139,8 @@ def predict(
         raise GiellmError("--on-error must be fail or skip")
     where = rejects or output.with_name(output.name + ".rejects.jsonl")
     check_outputs([input], [output, partial_path(output), where])
+    if schema is not None:
+        get_format(schema)  # an unknown name fails now, not after the model has loaded
     fmt = get_format(from_format)
     if task is None and from_format != "jsonl":
         raise GiellmError(f"--from {from_format} needs --task")
@@ -159,13 +163,54 @@ def predict(
     if not output.parent.is_dir():
         raise GiellmError(f"{output.parent}: output directory does not exist")
     partial = partial_path(output)
-    done = resume_count(partial, [r.id for r in records])
-    if done:
-        err_console.print(f"resuming after {done} records already in {partial}")
-    extractor = _extractor(model, constrain, batch_size, device, max_new_tokens, backend)
+    extractor_options = (model, constrain, batch_size, device, max_new_tokens, backend)
+    sink = open_locked(partial)
+    try:
+        settings = {
+            "input": str(input.resolve()),
+            "from": from_format,
+            "task": task,
+            "schema": schema,
+            "model": None if model is None else str(model),
+            "constrain": constrain,
+            "max_new_tokens": max_new_tokens,
+        }
+        check_run_settings(partial, settings)
+        done = resume_count(partial, [r.id for r in records])
+        if done:
+            err_console.print(f"resuming after {done} records already in {partial}")
+        summary = _predict_into(
+            sink, records, done, input.name, schema, batch_size, extractor_options
+        )
+    except BaseException:
+        sink.close()
+        if not partial.stat().st_size:  # nothing predicted: leave no trace
+            partial.unlink(missing_ok=True)
+            settings_path(partial).unlink(missing_ok=True)
+        raise
+    sink.close()
+    os.replace(partial, output)
+    settings_path(partial).unlink(missing_ok=True)
+    err_console.print(f"wrote {len(records)} predictions to {output} in {summary}")
+
+
+def _predict_into(
+    sink: Any,
+    records: list[Any],
+    done: int,
+    name: str,
+    schema: str | None,
+    batch_size: int,
+    extractor_options: tuple[Any, ...],
+) -> str:
+    """Predict `records[done:]` into the open partial file, one flushed line per record;
+    returns the run's figures for the summary line."""
+    from giellm.data.jsonl import dumps
+
+    extractor = _extractor(*extractor_options)
     started = time.perf_counter()
-    with record_progress() as bar, partial.open("a", encoding="utf-8") as sink:
-        progress = bar.add_task(f"predicting {input.name}", total=len(records), completed=done)
+    with record_progress() as bar:
+        progress = bar.add_task(f"predicting {name}", total=len(records), completed=done)
         windows = bar.add_task("  windows (long texts are cut)", total=0)
 
         planned_windows = [0]
@@ -190,12 +235,11 @@ def predict(
         ):
             pass
         os.fsync(sink.fileno())
-    os.replace(partial, output)
     count = len(records) - done
     seconds = time.perf_counter() - started
     stats = extractor.stats
-    err_console.print(
-        f"wrote {len(records)} predictions to {output} in {seconds:.1f} s "
+    return (
+        f"{seconds:.1f} s "
         f"({count / seconds:.1f} rec/s, {stats.generated_tokens / seconds:,.0f} generated tok/s; "
         f"{stats.windows} windows, {stats.dropped} items dropped by the decoder, "
         f"{stats.truncated} windows cut at max_new_tokens)"

@@ -254,6 +254,47 @@ def partial_path(path: str | Path) -> Path:
     return path.with_name(path.name + ".partial")
 
 
+def check_run_settings(partial: Path, settings: dict[str, Any]) -> None:
+    """Keep a run's settings beside its partial file; refuse to resume under other ones.
+
+    A partial made for `--task NER` resumed with `--task SA` (or another model or schema)
+    would mix two runs' predictions in one file.
+    """
+    sidecar = settings_path(partial)
+    if partial.exists() and partial.stat().st_size and sidecar.exists():
+        before = json.loads(sidecar.read_text(encoding="utf-8"))
+        keys = settings.keys() | before.keys()
+        changed = sorted(k for k in keys if before.get(k) != settings.get(k))
+        if changed:
+            name = changed[0]
+            raise DataError(
+                f"was written with {name}={before.get(name)!r}, not {settings.get(name)!r}; "
+                "rerun with the same settings or delete it to start over",
+                path=partial,
+            )
+    sidecar.write_text(json.dumps(settings, ensure_ascii=False, sort_keys=True), encoding="utf-8")
+
+
+def settings_path(partial: Path) -> Path:
+    return partial.with_name(partial.name + ".settings.json")
+
+
+def open_locked(path: Path) -> IO[str]:
+    """`path` opened for appending under an exclusive lock: two runs never write one file."""
+    import fcntl
+
+    handle = path.open("a", encoding="utf-8")
+    try:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        raise DataError(
+            "another giellm run is writing it; wait for that run or choose another output",
+            path=path,
+        ) from None
+    return handle
+
+
 def resume_count(partial: Path, ids: Sequence[str]) -> int:
     """How many of `ids` a killed run already wrote to `partial` (0 if none).
 
@@ -266,13 +307,14 @@ def resume_count(partial: Path, ids: Sequence[str]) -> int:
     keep = 0
     with partial.open("rb") as handle:
         for raw in handle:
-            try:
-                record = json.loads(raw.decode("utf-8")) if raw.endswith(b"\n") else None
-            except (UnicodeDecodeError, json.JSONDecodeError):
+            try:  # a whole, valid record; a torn or partial line ends what was done
+                text = raw.decode("utf-8") if raw.endswith(b"\n") else ""
+                record = parse_line(text, path=partial, line=len(done) + 1) if text else None
+            except (UnicodeDecodeError, DataError):
                 record = None
-            if not isinstance(record, dict) or "id" not in record:
+            if record is None:
                 break
-            done.append(str(record["id"]))
+            done.append(record.id)
             keep += len(raw)
     if done != list(ids[: len(done)]):
         raise DataError(

@@ -170,7 +170,9 @@ def resolve_base(spec: str | Path) -> BaseSource:
         return BaseSource("gguf", str(path.resolve()), path, prepare_gguf(path))
     if path.is_dir():
         if not (path / "config.json").exists():
-            raise GiellmError(f"{path}: not a model directory (no config.json)")
+            raise GiellmError(
+                f"{path}: not a model directory (no config.json or adapter_config.json)"
+            )
         return BaseSource("dir", str(path.resolve()), path.resolve())
     if path.exists() or text.startswith((".", "/", "~")) or text.count("/") != 1:
         known = ", ".join(sorted(PACKAGED))
