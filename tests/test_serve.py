@@ -201,3 +201,46 @@ def test_shutdown_finishes_requests_in_flight(data_dir: Path) -> None:
     assert [a.json()["records"][0]["text"] for a in answers] == texts
     assert server.process.returncode == 0, log
     assert "Application shutdown complete" in log
+
+
+def test_a_lone_surrogate_anywhere_fails_only_its_own_request(server: Server) -> None:
+    """Bodies carry `\\ud800` as JSON escapes; each such request gets 422, its batch-mates 200."""
+    bad_bodies = [
+        ("/v1/completions", '{"prompt": "\\ud800", "max_tokens": 2}'),
+        ("/v1/completions", '{"prompt": "東京", "model": "\\ud800", "max_tokens": 2}'),
+        ("/v1/chat/completions", '{"messages": [{"role": "user", "content": "a\\udfff"}]}'),
+        ("/extract", '{"texts": ["東京"], "task": "NER", "extra\\ud800": 1}'),
+    ]
+    good = {"prompt": "東京都", "max_tokens": 2}
+    headers = {"content-type": "application/json"}
+    with ThreadPoolExecutor(16) as pool:
+        bad = [
+            pool.submit(httpx.post, server.url + route, content=body, headers=headers, timeout=60)
+            for route, body in bad_bodies
+        ]
+        fine = [
+            pool.submit(httpx.post, server.url + "/v1/completions", json=good, timeout=60)
+            for _ in range(8)
+        ]
+        assert [f.result().status_code for f in bad] == [422] * len(bad_bodies)
+        assert [f.result().status_code for f in fine] == [200] * 8
+    assert "surrogate" in bad[0].result().text
+
+
+def test_the_body_limit_counts_bytes_read_not_the_header(server: Server) -> None:
+    """A chunked body has no Content-Length; 3 MB of it still gets 413 (limit 2 MB)."""
+
+    def chunks() -> Iterator[bytes]:
+        yield b'{"texts": ["'
+        for _ in range(300):
+            yield b"x" * 10_000
+        yield b'"], "task": "NER"}'
+
+    response = httpx.post(
+        server.url + "/extract",
+        content=chunks(),
+        headers={"content-type": "application/json"},
+        timeout=60,
+    )
+    assert response.status_code == 413 and "limit" in response.json()["detail"]
+    assert httpx.get(server.url + "/health", timeout=10).status_code == 200

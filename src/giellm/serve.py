@@ -22,7 +22,7 @@ from typing import Annotated, Any, Literal, cast
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from giellm.errors import GiellmError
 from giellm.generate import Completion, Extractor
@@ -132,7 +132,69 @@ class Batcher:
 # --- request and response bodies ----------------------------------------------------------------
 
 
-class ExtractRequest(BaseModel):
+class BodyLimit:
+    """ASGI middleware: a request body over `limit` bytes gets 413, counted on the bytes as
+    they arrive (`Content-Length` may be absent, as with chunked transfer, or wrong)."""
+
+    def __init__(self, app: Any, limit: int) -> None:
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        body, more = bytearray(), True
+        while more:
+            message = await receive()
+            if message["type"] != "http.request":  # the client went away
+                return
+            body += message.get("body", b"")
+            if len(body) > self.limit:
+                detail = f"request body is over {self.limit} bytes, the limit"
+                await JSONResponse({"detail": detail}, status_code=413)(scope, receive, send)
+                return
+            more = message.get("more_body", False)
+        replayed = False
+
+        async def replay() -> Any:
+            nonlocal replayed
+            if replayed:
+                return await receive()  # later calls wait for the disconnect, as usual
+            replayed = True
+            return {"type": "http.request", "body": bytes(body), "more_body": False}
+
+        await self.app(scope, replay, send)
+
+
+def _surrogate_in(value: Any, where: str) -> str | None:
+    """The first string in a JSON value with a lone surrogate, as `where: why`."""
+    if isinstance(value, str):
+        bad = unpaired_surrogate(value)
+        return None if bad is None else f"{where}: {bad}"
+    if not isinstance(value, dict | list):
+        return None
+    for key, item in value.items() if isinstance(value, dict) else enumerate(value):
+        if isinstance(key, str) and (bad := unpaired_surrogate(key)):
+            return f"{where}: key {bad}"
+        if found := _surrogate_in(item, f"{where}.{key}"):
+            return found
+    return None
+
+
+class _Body(BaseModel):
+    """Every request body: a string that is not valid Unicode (a lone surrogate, anywhere:
+    text, prompt, message, model, stop, an extra key) is refused before any work, so it never
+    reaches the tokenizer and fails the other requests batched with it."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _valid_unicode(cls, data: Any) -> Any:
+        if found := _surrogate_in(data, "body"):
+            raise ValueError(found)
+        return data
+
+
+class ExtractRequest(_Body):
     """`texts`: one text or a list; `schema`: a dataset whose label sets constrain the output."""
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
@@ -180,7 +242,7 @@ class ExtractResponse(BaseModel):
     records: list[dict[str, Any]]
 
 
-class _GenerationOptions(BaseModel):
+class _GenerationOptions(_Body):
     """What OpenAI bodies share; sampling options are accepted, decoding is greedy."""
 
     model_config = ConfigDict(extra="allow")
@@ -202,7 +264,7 @@ class CompletionRequest(_GenerationOptions):
     prompt: str | Annotated[list[str], Field(min_length=1, max_length=MAX_TEXTS)]
 
 
-class ChatMessage(BaseModel):
+class ChatMessage(_Body):
     role: Literal["system", "user", "assistant"]
     content: str
 
@@ -265,15 +327,7 @@ def create_app(
     app = FastAPI(title="giellm", version=_version(), lifespan=lifespan)
     app.state.batcher = batcher
 
-    @app.middleware("http")
-    async def limit_body(request: Request, call_next: Any) -> Any:
-        length = request.headers.get("content-length")
-        if length is not None and length.isdigit() and int(length) > max_body_bytes:
-            return JSONResponse(
-                {"detail": f"request body is {length} bytes; the limit is {max_body_bytes}"},
-                status_code=413,
-            )
-        return await call_next(request)
+    app.add_middleware(BodyLimit, limit=max_body_bytes)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -185,6 +185,18 @@ def resolve_base(spec: str | Path) -> BaseSource:
 
 def load_base(source: BaseSource, *, dtype: Any) -> Any:
     """The causal LM of `source` in `dtype`, its `name_or_path` set to `source.name`."""
+    from transformers.utils import logging as hf_logging
+
+    shown = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # a bar per load is noise in extract's output
+    try:
+        return _load_base(source, dtype)
+    finally:
+        if shown:
+            hf_logging.enable_progress_bar()
+
+
+def _load_base(source: BaseSource, dtype: Any) -> Any:
     from transformers import AutoConfig, AutoModelForCausalLM
     from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING
 
