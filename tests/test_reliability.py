@@ -298,3 +298,59 @@ def test_an_unknown_schema_fails_before_the_model_loads(tmp_path: Path) -> None:
     result = run_cli("predict", str(source), "-o", str(out), "--schema", "nosuch")
     assert result.returncode == 2 and "nosuch" in result.stderr
     assert not (tmp_path / "out.jsonl.partial").exists()
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ("[" * 100_000 + "]" * 100_000, "nested too deeply"),
+        ('{"id": "a", "task": "NER", "text": "x", "n": ' + "9" * 5000 + "}", "not usable JSON"),
+    ],
+)
+def test_parser_limits_are_one_line_errors(tmp_path: Path, line: str, message: str) -> None:
+    source = tmp_path / "in.jsonl"
+    source.write_text(line + "\n", encoding="utf-8")
+    result = run_cli("convert", str(source), "--from", "jsonl", "--task", "NER", "-o", "x.jsonl")
+    assert result.returncode == 2 and message in result.stderr and ":1:" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('input,output\n"東京の会社,<>\n', "not valid CSV"),  # unterminated quote
+        ("input,output\n東京の会社\n", "no output column"),
+        ("input,output\n" + "あ" * 140_000 + ",<>\n", "not valid CSV"),  # over the field limit
+    ],
+)
+def test_corrupt_csv_is_refused_with_its_line(tmp_path: Path, text: str, message: str) -> None:
+    source = tmp_path / "in.csv"
+    source.write_text(text, encoding="utf-8")
+    result = run_cli("convert", str(source), "--from", "mre-csv", "--task", "NER", "-o", "x.jsonl")
+    assert result.returncode == 2 and message in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_jacred_negative_indices_are_refused(data_dir: Path, tmp_path: Path) -> None:
+    docs = json.loads((data_dir / "jacred" / "dev.json").read_text(encoding="utf-8"))[:1]
+    docs[0]["labels"][0]["h"] = -1
+    source = tmp_path / "bad.json"
+    source.write_text(json.dumps(docs, ensure_ascii=False), encoding="utf-8")
+    result = run_cli("convert", str(source), "--from", "jacred", "--task", "RE", "-o", "x.jsonl")
+    assert result.returncode == 2 and "h = -1, not an index" in result.stderr
+
+
+def test_evaluate_refuses_pairs_of_different_texts(tmp_path: Path) -> None:
+    gold, pred = tmp_path / "gold.jsonl", tmp_path / "pred.jsonl"
+    write_jsonl(gold, GOOD[:1])
+    write_jsonl(pred, [GOOD[0].model_copy(update={"text": GOOD[0].text + "。"})])
+    result = run_cli("evaluate", "--gold", str(gold), "--pred", str(pred))
+    assert result.returncode == 2 and "text differs" in result.stderr
+
+
+def test_unwritable_outputs_fail_before_any_work(tmp_path: Path) -> None:
+    source = tmp_path / "in.jsonl"
+    write_jsonl(source, GOOD)
+    for out in (str(tmp_path), "", "/proc/version"):
+        result = run_cli("predict", str(source), "-o", out, "--max-new-tokens", "2")
+        assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr

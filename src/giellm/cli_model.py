@@ -124,6 +124,7 @@ def predict(
     from giellm.data.jsonl import (
         check_outputs,
         check_run_settings,
+        check_writable,
         open_locked,
         partial_path,
         read_or_reject,
@@ -137,6 +138,7 @@ def predict(
 
     if on_error not in ("fail", "skip"):
         raise GiellmError("--on-error must be fail or skip")
+    check_writable(output)
     where = rejects or output.with_name(output.name + ".rejects.jsonl")
     check_outputs([input], [output, partial_path(output), where])
     if schema is not None:

@@ -19,6 +19,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from giellm.errors import GiellmError
 from giellm.schema import Example
 from giellm.tasks import get_task
 
@@ -173,6 +174,9 @@ def pair_by_id(
         if p is None:
             missing.append(g.id)
             p = Example(id=g.id, task=g.task, text=g.text)
+        elif p.task != g.task or p.text != g.text:  # offsets into another text mean nothing
+            what = "task" if p.task != g.task else "text"
+            raise GiellmError(f"id {g.id!r}: the prediction's {what} differs from the gold's")
         paired.append(p)
     gold_ids = {g.id for g in gold}
     unmatched = [pid for pid in by_id if pid not in gold_ids]

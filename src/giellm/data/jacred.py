@@ -61,11 +61,19 @@ RELATIONS = {
 }
 
 
+def _index(value: Any, name: str) -> int:
+    """A list index from the file: Python would silently read -1 from the end."""
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise ValueError(f"{name} = {value!r}, not an index")
+    return value
+
+
 def _mention(
     text: str, starts: list[list[int]], m: dict[str, Any], notes: Counter[str]
 ) -> dict[str, Any]:
-    sid, (first, last) = m["sent_id"], m["pos"]
+    sid, (first, last) = _index(m["sent_id"], "sent_id"), m["pos"]
     bounds = starts[sid]
+    _index(first, "pos"), _index(last, "pos")
     start, end = bounds[first], bounds[last]
     if (
         text[start:end] != m["name"]
@@ -96,9 +104,9 @@ def _document(
         first = [min(vertex, key=lambda m: (m["start"], m["end"])) for vertex in entities]
         fields["relations"] = [
             {
-                "head": {k: first[rel["h"]][k] for k in ("text", "start", "end")},
+                "head": {k: first[_index(rel["h"], "h")][k] for k in ("text", "start", "end")},
                 "type": RELATIONS.get(rel["r"], rel["r"]),
-                "tail": {k: first[rel["t"]][k] for k in ("text", "start", "end")},
+                "tail": {k: first[_index(rel["t"], "t")][k] for k in ("text", "start", "end")},
             }
             for rel in doc["labels"]
         ]

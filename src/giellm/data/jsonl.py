@@ -71,6 +71,10 @@ def _json_object(raw: str, *, path: str | Path, line: int) -> dict[str, Any]:
         raise DataError(
             f"not valid JSON ({err.msg}, column {err.colno})", path=path, line=line
         ) from None
+    except RecursionError:
+        raise DataError("JSON nested too deeply", path=path, line=line) from None
+    except ValueError as err:  # e.g. an integer of more than 4,300 digits
+        raise DataError(f"not usable JSON ({err})", path=path, line=line) from None
     if not isinstance(data, dict):
         raise DataError("expected a JSON object", path=path, line=line)
     return data
@@ -158,8 +162,30 @@ def atomic_writer(path: str | Path) -> Iterator[IO[str]]:
         raise
 
 
+def check_writable(path: Path) -> None:
+    """Fail now, with one line, for an output that could not be written at the end."""
+    if not str(path) or path.is_dir():
+        raise DataError("is a directory, not a file", path=path)
+    directory = path.parent if str(path.parent) else Path(".")
+    if not directory.is_dir():
+        raise DataError("output directory does not exist", path=directory)
+    try:  # try it for real: permission bits say little to root or on a read-only mount
+        if path.exists() and not path.is_file():  # a device or FIFO is written to as it is
+            if not os.access(path, os.W_OK):
+                raise PermissionError(13, "not writable")
+            return
+        with tempfile.TemporaryFile(dir=directory):
+            pass
+        if path.exists():
+            with path.open("a"):
+                pass
+    except OSError as err:
+        raise DataError(f"cannot write here ({err.strerror})", path=path) from None
+
+
 def check_outputs(inputs: Sequence[Path], outputs: Sequence[Path]) -> None:
-    """Refuse an output that is one of the inputs (or another output): it would be overwritten."""
+    """Refuse an output that cannot be written, or that is one of the inputs (or another
+    output): it would be overwritten."""
 
     def same(a: Path, b: Path) -> bool:
         if a.exists() and b.exists():
@@ -167,6 +193,7 @@ def check_outputs(inputs: Sequence[Path], outputs: Sequence[Path]) -> None:
         return a.resolve() == b.resolve()
 
     for k, out in enumerate(outputs):
+        check_writable(out)
         for other in [*inputs, *outputs[:k]]:
             if same(out, other):
                 kind = "an input" if other in inputs else "another output"
@@ -283,7 +310,10 @@ def open_locked(path: Path) -> IO[str]:
     """`path` opened for appending under an exclusive lock: two runs never write one file."""
     import fcntl
 
-    handle = path.open("a", encoding="utf-8")
+    try:
+        handle = path.open("a", encoding="utf-8")
+    except OSError as err:
+        raise DataError(f"cannot write here ({err.strerror})", path=path) from None
     try:
         fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:

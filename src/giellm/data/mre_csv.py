@@ -68,10 +68,26 @@ def _swap_reversed(target: str, text: str) -> str:
     return target[:close] + ";".join(items)
 
 
+def _checked(rows: csv.DictReader[str], path: Path) -> Iterator[dict[str, str | None]]:
+    """The rows, with the csv module's errors (field too long, bad quoting) named by line."""
+    while True:
+        try:
+            row = next(rows)
+        except StopIteration:
+            return
+        except csv.Error as err:
+            raise DataError(f"not valid CSV ({err})", path=path, line=rows.line_num) from None
+        yield row
+
+
 def read(path: Path, task: str, notes: Counter[str] | None = None) -> Iterator[Example]:
     task = check_task(task, TASKS, "mre-csv")
-    rows = csv.DictReader(raw for _, raw in lines(path))
-    header = rows.fieldnames or []
+    # strict: an unterminated quote is an error, not a field that swallows the rest of the file
+    rows = csv.DictReader((raw for _, raw in lines(path)), strict=True)
+    try:
+        header = rows.fieldnames or []
+    except csv.Error as err:
+        raise DataError(f"not valid CSV ({err})", path=path, line=1) from None
     names = next((pair for pair in COLUMNS if set(pair) <= set(header)), None)
     if names is None:
         raise DataError(
@@ -79,9 +95,11 @@ def read(path: Path, task: str, notes: Counter[str] | None = None) -> Iterator[E
             path=path,
             line=1,
         )
-    for index, row in enumerate(rows):
+    for index, row in enumerate(_checked(rows, path)):
         number = rows.line_num
-        source, target = row[names[0]] or "", row[names[1]] or ""
+        source, target = row[names[0]] or "", row[names[1]]
+        if target is None:
+            raise DataError("the row has no output column", path=path, line=number)
         text = strip_instruction(source)
         if not text.strip():
             raise DataError("text is empty", path=path, line=number, field=names[0])
