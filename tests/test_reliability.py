@@ -354,3 +354,13 @@ def test_unwritable_outputs_fail_before_any_work(tmp_path: Path) -> None:
     for out in (str(tmp_path), "", "/proc/version"):
         result = run_cli("predict", str(source), "-o", out, "--max-new-tokens", "2")
         assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+
+
+def test_predict_with_task_checks_ids_and_refuses_skip(tmp_path: Path) -> None:
+    source, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    write_jsonl(source, [GOOD[0], GOOD[0]])
+    result = run_cli("predict", str(source), "-o", str(out), "--from", "jsonl", "--task", "NER")
+    assert result.returncode == 2 and "duplicate id" in result.stderr
+    skip = run_cli("predict", str(source), "-o", str(out), "--task", "NER", "--on-error", "skip")
+    assert skip.returncode == 2 and "unified JSONL only" in skip.stderr
+    assert not out.exists()

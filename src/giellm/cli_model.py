@@ -124,6 +124,7 @@ def predict(
     from giellm.data.jsonl import (
         check_outputs,
         check_run_settings,
+        check_unique_ids,
         check_writable,
         open_locked,
         partial_path,
@@ -148,7 +149,13 @@ def predict(
         raise GiellmError(f"--from {from_format} needs --task")
     skipped: list[Any] = []
     if task is not None:
+        if on_error == "skip":
+            raise GiellmError(
+                "--on-error skip reads unified JSONL only; convert the file first "
+                "(giellm convert) or drop --task/--from"
+            )
         records = [project(ex, task) for ex in fmt.read(input, task)]
+        check_unique_ids(records, input)
     elif on_error == "skip":
         records, skipped = read_or_reject(input)
     else:

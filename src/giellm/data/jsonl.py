@@ -227,6 +227,13 @@ def _check_unique(example: Example, seen: dict[str, int], path: str | Path, line
     seen[example.id] = line
 
 
+def check_unique_ids(records: Sequence[Example], path: str | Path) -> None:
+    """Records from any reader must have unique ids: predictions are paired by id."""
+    seen: dict[str, int] = {}
+    for number, example in enumerate(records, start=1):
+        _check_unique(example, seen, path, number)
+
+
 def read_unique(path: str | Path) -> list[Example]:
     """Read a whole unified file whose ids must be unique (for pairing gold and predictions)."""
     seen: dict[str, int] = {}
