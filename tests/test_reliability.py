@@ -364,3 +364,31 @@ def test_predict_with_task_checks_ids_and_refuses_skip(tmp_path: Path) -> None:
     skip = run_cli("predict", str(source), "-o", str(out), "--task", "NER", "--on-error", "skip")
     assert skip.returncode == 2 and "unified JSONL only" in skip.stderr
     assert not out.exists()
+
+
+def test_command_line_odds_are_one_line_errors(tmp_path: Path) -> None:
+
+    bad_bytes = subprocess.run(
+        [GIELLM, "extract", "-", "--task", "NER", "--max-new-tokens", "2"],
+        input=b"\xff\xfe\xfa\n",
+        capture_output=True,
+        check=False,
+    )
+    assert bad_bytes.returncode == 2 and b"not valid UTF-8" in bad_bytes.stderr
+    for args in (
+        ["extract", "x", "--task", "NER", "--batch-size", str(1 << 70)],
+        ["serve", "--port", "70000"],
+    ):
+        result = run_cli(*args)
+        assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    crlf = subprocess.run(
+        [GIELLM, "extract", "-", "--task", "SA", "--max-new-tokens", "4"],
+        input="とても良い。\r\n".encode(),
+        capture_output=True,
+        check=False,
+    )
+    assert crlf.returncode == 0 and json.loads(crlf.stdout)["text"] == "とても良い。"
+    source = tmp_path / "bom.jsonl"
+    source.write_bytes(b"\xef\xbb\xbf" + dumps(GOOD[0]).encode() + b"\n")
+    result = run_cli("convert", str(source), "--from", "jsonl", "--task", "NER", "-o", "/dev/null")
+    assert result.returncode == 0, result.stderr

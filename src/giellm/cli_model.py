@@ -33,7 +33,7 @@ SchemaOption = Annotated[
 ConstrainOption = Annotated[
     bool, typer.Option("--constrain/--no-constrain", help="grammar-constrained decoding")
 ]
-BatchOption = Annotated[int, typer.Option(help="windows generated together")]
+BatchOption = Annotated[int, typer.Option(min=1, max=65536, help="windows generated together")]
 MaxNewOption = Annotated[
     int | None, typer.Option(help="generation budget per window (default: the model's)")
 ]
@@ -84,8 +84,14 @@ def extract(
     from giellm.tasks import get_task
 
     get_task(task)  # fail on a bad task before loading the model
-    if texts == ["-"]:
-        texts = [line.rstrip("\n") for line in sys.stdin if line.strip()]
+    from giellm.schema import unpaired_surrogate
+
+    if texts == ["-"]:  # bytes that are not UTF-8 are caught below; CRLF leaves no "\r"
+        raw = sys.stdin.buffer.read().decode("utf-8", errors="surrogateescape")
+        texts = [line.rstrip("\r") for line in raw.split("\n") if line.strip()]
+    for number, text in enumerate(texts, start=1):
+        if bad := unpaired_surrogate(text):  # bytes that were not UTF-8 (surrogate-escaped)
+            raise GiellmError(f"text {number} is not valid UTF-8: {bad}")
     if not texts or not all(t.strip() for t in texts):
         raise GiellmError("give at least one non-empty text")
     extractor = _extractor(model, constrain, batch_size, device, max_new_tokens, backend)
@@ -448,8 +454,10 @@ def report(
 def serve(
     model: ModelOption = None,
     host: Annotated[str, typer.Option(help="address to bind")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="port to listen on")] = 8000,
-    max_batch: Annotated[int, typer.Option(help="most inputs generated in one batch")] = 64,
+    port: Annotated[int, typer.Option(min=0, max=65535, help="port to listen on")] = 8000,
+    max_batch: Annotated[
+        int, typer.Option(min=1, max=65536, help="most inputs generated in one batch")
+    ] = 64,
     max_wait_ms: Annotated[
         float, typer.Option(help="how long a request waits for others to batch with")
     ] = 10.0,

@@ -101,8 +101,8 @@ def lines(path: str | Path) -> Iterator[tuple[int, str]]:
     """Numbered lines of a UTF-8 file; bytes that are not UTF-8 give an error naming the line."""
     with _open(path, "rb") as handle:
         for number, raw in enumerate(handle, start=1):
-            try:
-                yield number, raw.decode("utf-8")
+            try:  # a UTF-8 byte-order mark (Windows editors write one) is not text
+                yield number, raw.decode("utf-8-sig" if number == 1 else "utf-8")
             except UnicodeDecodeError as err:
                 raise DataError(f"not UTF-8 text ({err.reason})", path=path, line=number) from None
 
