@@ -392,3 +392,12 @@ def test_command_line_odds_are_one_line_errors(tmp_path: Path) -> None:
     source.write_bytes(b"\xef\xbb\xbf" + dumps(GOOD[0]).encode() + b"\n")
     result = run_cli("convert", str(source), "--from", "jsonl", "--task", "NER", "-o", "/dev/null")
     assert result.returncode == 0, result.stderr
+
+
+def test_a_schema_without_the_records_task_is_refused() -> None:
+    from giellm.errors import GiellmError
+    from giellm.generate import Extractor
+
+    extractor = Extractor(max_new_tokens=2)
+    with pytest.raises(GiellmError, match="no label sets for TC"):
+        extractor.extract("東京の会社。", task="TC", schema="stockmark")

@@ -154,7 +154,13 @@ class Extractor:
             return schema
         name = get_task(task).name
         if isinstance(schema, str):
-            return get_format(schema).schema(name)
+            fmt = get_format(schema)
+            if name not in fmt.schemas:  # not silently open label sets
+                known = ", ".join(fmt.schemas) or "none"
+                raise GiellmError(
+                    f"schema {schema!r} has no label sets for {name} (it has: {known})"
+                )
+            return fmt.schema(name)
         return self.meta.schemas.get(name, LabelSchema())
 
     def extract(
