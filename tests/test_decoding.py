@@ -74,7 +74,13 @@ def test_budget_counts_each_rows_own_prompt(base_models: dict[str, Path], texts:
     limit = max(len(p) for p in prompts) + 3
     done: list[int] = []
     got = _greedy(
-        model, tok, prompts, max_tokens=50, batch_size=2, position_limit=limit, on_done=done.append
+        model,
+        tok,
+        prompts,
+        max_tokens=50,
+        batch_size=2,
+        position_limit=limit,
+        on_done=lambda i, ids, ended: done.append(i),
     )
     for ids, (row, ended) in zip(prompts, got, strict=True):
         assert len(ids) + len(row) <= limit

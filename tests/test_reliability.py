@@ -401,3 +401,23 @@ def test_a_schema_without_the_records_task_is_refused() -> None:
     extractor = Extractor(max_new_tokens=2)
     with pytest.raises(GiellmError, match="no label sets for TC"):
         extractor.extract("東京の会社。", task="TC", schema="stockmark")
+
+
+def test_records_are_handed_over_as_they_finish_not_per_chunk(data_dir: Path) -> None:
+    """`on_record` sees the first records before the chunk's last windows are generated."""
+    from giellm.generate import Extractor
+
+    extractor = Extractor(batch_size=4, max_new_tokens=16)
+    records = load("stockmark", "dev", "NER", data_dir)[:24]
+    events: list[str] = []
+    predictions = list(
+        extractor.predict(
+            records,
+            chunk=24,
+            on_record=lambda p: events.append("record"),
+            on_windows=lambda planned, done: events.append("window") if done else None,
+        )
+    )
+    assert [p.example.id for p in predictions] == [r.id for r in records]  # still in order
+    assert events.count("record") == 24 and events.count("window") == 24
+    assert events.index("record") < len(events) - 1 - events[::-1].index("window")

@@ -52,8 +52,6 @@ class _Window:
     start: int
     source: Example
     ids: list[int]
-    generated: str = ""
-    ended: bool = True
 
 
 @dataclass
@@ -191,10 +189,7 @@ class Extractor:
             raise GiellmError(f"chunk must be at least 1, not {chunk}")
         it = iter(records)
         while batch := list(islice(it, chunk)):
-            for prediction in self._predict_chunk(batch, schema, on_windows):
-                if on_record is not None:
-                    on_record(prediction)
-                yield prediction
+            yield from self._predict_chunk(batch, schema, on_windows, on_record)
 
     def complete(
         self, prompts: Sequence[str], *, max_tokens: int = 64, stop: Sequence[str] = ()
@@ -242,51 +237,57 @@ class Extractor:
         records: Sequence[Example],
         schema: LabelSchema | str | None,
         on_windows: Callable[[int, int], None] | None = None,
+        on_record: Callable[[Prediction], None] | None = None,
     ) -> list[Prediction]:
+        """Predictions for `records`, each handed to `on_record` as soon as it and every
+        record before it are done (windows run longest first), so a killed job keeps them."""
         windows = self._windows(records)
         schemas = {rec.task: self.schema(rec.task, schema) for rec in records}
         ordered = sorted(windows, key=lambda w: -len(w.ids))
-        if on_windows is not None:
-            on_windows(len(windows), 0)
-        self._generate(ordered, schemas, None if on_windows is None else lambda _: on_windows(0, 1))
+        waiting = [0] * len(records)
+        for w in windows:
+            waiting[w.record] += 1
         parts: list[list[tuple[int, Example]]] = [[] for _ in records]
         dropped: list[list[str]] = [[] for _ in records]
         truncated = [0] * len(records)
-        for w in windows:
-            decoded = decode(w.generated, w.source, schemas[w.source.task])
+        out: list[Prediction] = []
+
+        def window_done(index: int, row: list[int], ended: bool) -> None:
+            w = ordered[index]
+            self.stats.generated_tokens += len(row)
+            decoded = decode(self.text_of(row), w.source, schemas[w.source.task])
             parts[w.record].append((w.start, decoded.example))
             dropped[w.record] += decoded.dropped
-            truncated[w.record] += not w.ended
-        out = []
-        for i, rec in enumerate(records):
-            source = Example(id=rec.id, task=rec.task, text=rec.text)
-            out.append(Prediction(merge(source, parts[i]), tuple(dropped[i]), truncated[i]))
-            self.stats.tasks[rec.task] = self.stats.tasks.get(rec.task, 0) + 1
+            truncated[w.record] += not ended
+            waiting[w.record] -= 1
+            while len(out) < len(records) and not waiting[len(out)]:
+                i, rec = len(out), records[len(out)]
+                source = Example(id=rec.id, task=rec.task, text=rec.text)
+                merged = merge(source, sorted(parts[i], key=lambda part: part[0]))
+                out.append(Prediction(merged, tuple(dropped[i]), truncated[i]))
+                self.stats.tasks[rec.task] = self.stats.tasks.get(rec.task, 0) + 1
+                if on_record is not None:
+                    on_record(out[-1])
+            if on_windows is not None:
+                on_windows(0, 1)
+
+        if on_windows is not None:
+            on_windows(len(windows), 0)
+        self._window_rows(ordered, schemas, window_done)
         self.stats.records += len(records)
         self.stats.windows += len(windows)
         self.stats.dropped += sum(len(d) for d in dropped)
         self.stats.truncated += sum(truncated)
         return out
 
-    def _generate(
-        self,
-        windows: list[_Window],
-        schemas: dict[str, LabelSchema],
-        on_done: Callable[[int], None] | None = None,
-    ) -> None:
-        rows = self._window_rows(windows, schemas, on_done)
-        for w, (row, ended) in zip(windows, rows, strict=True):
-            w.generated = self.text_of(row)
-            w.ended = ended
-            self.stats.generated_tokens += len(row)
-
     def _window_rows(
         self,
         windows: list[_Window],
         schemas: dict[str, LabelSchema],
-        on_done: Callable[[int], None] | None,
+        on_done: Callable[[int, list[int], bool], None] | None,
     ) -> list[tuple[list[int], bool]]:
-        """(generated ids, ended) per window: the part a backend replaces."""
+        """(generated ids, ended) per window, each also given to `on_done(index, ids, ended)`
+        as soon as it ends: the part a backend replaces."""
         guides, vocab = None, None
         if self.constrained:
             grammars = [
@@ -314,7 +315,7 @@ class Extractor:
         prompts: list[list[int]],
         max_tokens: int,
         guides: list[TokenGuide] | None = None,
-        on_done: Callable[[int], None] | None = None,
+        on_done: Callable[[int, list[int], bool], None] | None = None,
         vocab: Any = None,
     ) -> list[tuple[list[int], bool]]:
         from giellm.model.decoding import greedy  # torch loads only when a model runs

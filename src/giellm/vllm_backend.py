@@ -129,7 +129,7 @@ class VllmExtractor(Extractor):
         self,
         windows: list[_Window],
         schemas: dict[str, LabelSchema],
-        on_done: Callable[[int], None] | None,
+        on_done: Callable[[int, list[int], bool], None] | None,
     ) -> list[tuple[list[int], bool]]:
         grammars = [
             layout_grammar(w.source.task, schemas[w.source.task], w.source.text)
@@ -139,8 +139,8 @@ class VllmExtractor(Extractor):
         ]
         rows = self._run([w.ids for w in windows], self.max_new_tokens, grammars)
         if on_done is not None:  # vLLM hands the rows back together
-            for k in range(len(rows)):
-                on_done(k)
+            for k, (ids, ended) in enumerate(rows):
+                on_done(k, ids, ended)
         return rows
 
     def _greedy(
@@ -148,7 +148,7 @@ class VllmExtractor(Extractor):
         prompts: list[list[int]],
         max_tokens: int,
         guides: Any = None,
-        on_done: Callable[[int], None] | None = None,
+        on_done: Callable[[int, list[int], bool], None] | None = None,
         vocab: Any = None,
     ) -> list[tuple[list[int], bool]]:
         return self._run(prompts, max_tokens, [None] * len(prompts))

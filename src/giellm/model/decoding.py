@@ -232,7 +232,7 @@ def greedy(
     batch_size: int,
     guides: Sequence[Guide] | None = None,
     position_limit: int | None = None,
-    on_done: Callable[[int], None] | None = None,
+    on_done: Callable[[int, list[int], bool], None] | None = None,
     stop_ids: frozenset[int] = frozenset(),
     vocab: Sequence[int] | None = None,
 ) -> list[tuple[list[int], bool]]:
@@ -242,9 +242,9 @@ def greedy(
     `<end_of_turn>`); like EOS they are not part of the output.
 
     Prompts join in the order given (sort them by length for tight batches). A row's budget is
-    `max_tokens`, cut so its prompt and output fit `position_limit`. `on_done(i)` is called as
-    soon as prompt i is finished. `vocab`: the only token ids the guides can allow (all of
-    them, EOS included); logits are then computed for these alone.
+    `max_tokens`, cut so its prompt and output fit `position_limit`. `on_done(i, ids, ended)`
+    is called as soon as prompt i is finished. `vocab`: the only token ids the guides can allow
+    (all of them, EOS included); logits are then computed for these alone.
     """
     device = next(model.parameters()).device
     head = None if vocab is None or guides is None else _OutputHead(model, vocab)
@@ -293,7 +293,7 @@ def greedy(
             if ended[r] or len(outputs[r]) >= budgets[r]:
                 finished[r] = True
                 if on_done is not None:
-                    on_done(r)
+                    on_done(r, outputs[r], ended[r])
         keep = [b for b, r in enumerate(target.rows) if not finished[r]]
         if len(target.rows) - len(keep) >= max(1, len(target.rows) // 4):
             _keep(target, keep)
