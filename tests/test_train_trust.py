@@ -88,3 +88,31 @@ def test_two_processes_train_the_epochs_asked_for(
     log = [e for e in iter_log(tmp_path / "run" / "train_log.jsonl") if "loss" in e]
     assert log[-1]["step"] == 6  # 12 batches over 2 processes, one epoch
     assert log[-1]["lr"] == pytest.approx(0.0, abs=1e-9)  # the cosine schedule ended on time
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [("save_dtype", "fp8"), ("mixed_precision", "bf17"), ("attn_implementation", "fast")],
+)
+def test_string_settings_are_checked(tmp_path: Path, key: str, value: str) -> None:
+    from conftest import run_cli
+
+    config = tmp_path / "c.yaml"
+    config.write_text(f"output_dir: x\ndata: [{{dataset: stockmark, task: NER}}]\n{key}: {value}\n")
+    result = run_cli("train", "--config", str(config))
+    assert result.returncode == 2 and f"{key}: '{value}' is not one of" in result.stderr
+
+
+def test_gradient_checkpointing_and_attention_settings_train(
+    base_models: dict[str, Path], tmp_path: Path
+) -> None:
+    config = _config(
+        tmp_path / "run",
+        base_models["llama"],
+        gradient_checkpointing=True,
+        attn_implementation="eager",
+        max_steps=3,
+    )
+    run(config)
+    losses = [e["loss"] for e in iter_log(tmp_path / "run" / "train_log.jsonl") if "loss" in e]
+    assert len(losses) == 3 and all(loss > 0 for loss in losses)

@@ -406,7 +406,10 @@ def prepare_base(config: TrainConfig, out: Path, log: Log) -> tuple[Any, Any, Pa
     torch.manual_seed(config.seed)
     if config.base_model is not None:
         source = resolve_base(config.base_model)
-        model = load_base(source, dtype=getattr(torch, config.load_dtype))
+        options = {}
+        if config.attn_implementation is not None:
+            options["attn_implementation"] = config.attn_implementation
+        model = load_base(source, dtype=getattr(torch, config.load_dtype), **options)
         return model, with_pad_token(load_base_tokenizer(source)), Path(source.name)
     base = out / "base"
     if config.resume and (base / "config.json").exists():  # pretrained before the kill
@@ -493,6 +496,9 @@ def _run(config: TrainConfig, out: Path, log: Log) -> Path:
     pools = {f"{s.dataset}:{s.task}": read_source(s, "train") for s in config.data}
     weights = {f"{s.dataset}:{s.task}": s.weight for s in config.data}
     model, tokenizer, base = prepare_base(config, out, log)
+    if config.gradient_checkpointing:
+        model.activation_checkpointing_enable({"use_reentrant": False})
+        model.config.use_cache = False
     if config.lora is not None:
         model = _with_lora(model, config)
     size, overlap = config.window_chars, config.window_overlap

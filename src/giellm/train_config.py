@@ -73,6 +73,13 @@ class TrainConfig:
         "dtype the base is loaded in: float32, or bfloat16 to halve memory (LoRA on a GPU)",
         "float32",
     )
+    attn_implementation: str | None = _help(
+        "attention kernel of an HF base: eager, sdpa, flash_attention_2 (null: transformers')",
+        None,
+    )
+    gradient_checkpointing: bool = _help(
+        "recompute activations in the backward pass: less memory, about 30% more time", False
+    )
     tiny: TinySpec = _help("shape of the from-scratch model", default_factory=TinySpec)
     vocab_size: int = _help("BPE vocabulary of the from-scratch tokenizer", 8000)
     pretrain: PretrainSettings | None = _help("LM pretraining stage (from scratch only)", None)
@@ -104,7 +111,8 @@ class TrainConfig:
         for name, choices in CHOICES.items():
             value = getattr(self, name)
             if value not in choices:
-                raise GiellmError(f"{name}: {value!r} is not one of {', '.join(choices)}")
+                known = ", ".join(str(c) for c in choices)
+                raise GiellmError(f"{name}: {value!r} is not one of {known}")
 
 
 # settings that are strings with a fixed set of values
@@ -112,6 +120,7 @@ CHOICES = {
     "load_dtype": ("float32", "bfloat16", "float16"),
     "save_dtype": ("float32", "bfloat16", "float16"),
     "mixed_precision": ("no", "fp16", "bf16"),
+    "attn_implementation": (None, "eager", "sdpa", "flash_attention_2", "flex_attention"),
 }
 
 

@@ -183,20 +183,21 @@ def resolve_base(spec: str | Path) -> BaseSource:
     return BaseSource("hub", text)
 
 
-def load_base(source: BaseSource, *, dtype: Any) -> Any:
-    """The causal LM of `source` in `dtype`, its `name_or_path` set to `source.name`."""
+def load_base(source: BaseSource, *, dtype: Any, **options: Any) -> Any:
+    """The causal LM of `source` in `dtype`, its `name_or_path` set to `source.name`;
+    `options` go to `from_pretrained` (e.g. `attn_implementation`)."""
     from transformers.utils import logging as hf_logging
 
     shown = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()  # a bar per load is noise in extract's output
     try:
-        return _load_base(source, dtype)
+        return _load_base(source, dtype, options)
     finally:
         if shown:
             hf_logging.enable_progress_bar()
 
 
-def _load_base(source: BaseSource, dtype: Any) -> Any:
+def _load_base(source: BaseSource, dtype: Any, options: dict[str, Any]) -> Any:
     from transformers import AutoConfig, AutoModelForCausalLM
     from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING
 
@@ -208,14 +209,14 @@ def _load_base(source: BaseSource, dtype: Any) -> Any:
             weights = gguf_weights.state_dict(source.path, index, dtype)
             model_class = MODEL_FOR_CAUSAL_LM_MAPPING[type(config)]
             model = model_class.from_pretrained(
-                None, config=config, state_dict=weights, dtype=dtype
+                None, config=config, state_dict=weights, dtype=dtype, **options
             )
         else:
             model = AutoModelForCausalLM.from_pretrained(
-                source.path.parent, gguf_file=source.path.name, dtype=dtype
+                source.path.parent, gguf_file=source.path.name, dtype=dtype, **options
             )
     else:
-        model = AutoModelForCausalLM.from_pretrained(_location(source), dtype=dtype)
+        model = AutoModelForCausalLM.from_pretrained(_location(source), dtype=dtype, **options)
     model.config.name_or_path = source.name
     model.name_or_path = source.name
     return model
