@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import re
 from pathlib import Path
 
 import pytest
@@ -54,3 +56,38 @@ def test_config_mistakes_are_named(tmp_path: Path, text: str, message: str) -> N
     with pytest.raises(GiellmError) as err:
         load_config(path)
     assert message in str(err.value)
+
+
+def test_every_setting_is_a_flag() -> None:
+    from giellm.train_config import FLAGS, TrainConfig, apply_flags, config_from_dict
+
+    names = {f.name for f in dataclasses.fields(TrainConfig)} - {"data", "resume", "tiny"}
+    names -= {"lora", "pretrain"}
+    assert {n.replace("_", "-") for n in names} <= set(FLAGS)
+    assert {"lora-r", "lora-target-modules", "tiny-hidden", "pretrain-lr"} <= set(FLAGS)
+    data = {"output_dir": "x", "data": [{"dataset": "stockmark", "task": "NER"}]}
+    args = ["--lr", "2e-4", "--lora-r=32", "--lora-targets", "q_proj,v_proj", "--max-steps"]
+    args += ["5", "--gradient-checkpointing", "true", "--base-model", "gemma-3-270m"]
+    config = config_from_dict(apply_flags(data, args))
+    assert config.lr == 2e-4 and config.max_steps == 5 and config.gradient_checkpointing
+    assert config.lora is not None and config.lora.r == 32  # a LoRA flag switches LoRA on
+    assert config.lora.target_modules == ["q_proj", "v_proj"]
+    assert config.base_model == "gemma-3-270m"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--learning-rate", "1"], "unknown flag --learning-rate"),
+        (["--lr", "fast"], "--lr: 'fast' is not a number"),
+        (["--max-steps"], "--max-steps needs a value"),
+        (["--save-dtype", "fp8"], "save_dtype: 'fp8' is not one of"),
+    ],
+)
+def test_flag_mistakes_are_named(args: list[str], message: str) -> None:
+    from giellm.errors import GiellmError
+    from giellm.train_config import apply_flags, config_from_dict
+
+    data = {"output_dir": "x", "data": [{"dataset": "stockmark", "task": "NER"}]}
+    with pytest.raises(GiellmError, match=re.escape(message)):
+        config_from_dict(apply_flags(data, args))

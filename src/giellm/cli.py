@@ -164,15 +164,15 @@ def datasets(
 
 
 from giellm import cli_model  # noqa: E402  (after `app`: the model commands register on it)
+from giellm.train_config import flags_help  # noqa: E402
 
-for _command in (
-    cli_model.extract,
-    cli_model.predict,
-    cli_model.train,
-    cli_model.report,
-    cli_model.serve,
-):
+for _command in (cli_model.extract, cli_model.predict, cli_model.report, cli_model.serve):
     app.command()(_command)
+# train takes every config setting as a flag too (generated from the config dataclasses)
+app.command(
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+    epilog=flags_help(),
+)(cli_model.train)
 
 
 def main() -> None:

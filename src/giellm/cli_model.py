@@ -275,13 +275,9 @@ def _pool(spec: str) -> dict[str, Any]:
 
 
 def train(
+    ctx: typer.Context,
     config: Annotated[
         Path | None, typer.Option("--config", "-c", help="YAML training config (configs/*.yaml)")
-    ] = None,
-    output_dir: Annotated[str | None, typer.Option(help="where the model goes")] = None,
-    base_model: Annotated[
-        str | None,
-        typer.Option(help="base: gemma-3-270m, a .gguf file, an HF directory or a hub id"),
     ] = None,
     data: Annotated[
         list[str] | None,
@@ -290,52 +286,34 @@ def train(
     lora: Annotated[
         bool | None, typer.Option("--lora/--full", help="LoRA adapters, or every weight")
     ] = None,
-    lora_r: Annotated[int | None, typer.Option(help="LoRA rank")] = None,
-    lora_alpha: Annotated[int | None, typer.Option(help="LoRA alpha")] = None,
-    lora_targets: Annotated[
-        str | None, typer.Option(help="comma-separated module names (default: all linear)")
-    ] = None,
-    epochs: Annotated[float | None, typer.Option(help="passes over the mix")] = None,
-    max_steps: Annotated[int | None, typer.Option(help="stop after N steps")] = None,
-    batch_size: Annotated[int | None, typer.Option(help="records per step")] = None,
-    lr: Annotated[float | None, typer.Option(help="peak learning rate")] = None,
     resume: Annotated[
         bool, typer.Option("--resume", help="continue a killed run from its newest checkpoint")
     ] = False,
 ) -> None:
-    """Fine-tune a causal LM on a multi-task mix (LoRA or full); see configs/ for examples."""
+    """Fine-tune a causal LM on a multi-task mix (LoRA or full); see configs/ for examples.
+
+    Every setting of the config is also a flag, e.g. --base-model gemma-3-270m --lr 2e-4
+    --lora-r 32 --max-steps 500 --output-dir build/x (the list is below); flags override the
+    config file.
+    """
     from giellm.train import run
-    from giellm.train_config import config_from_dict, load_config
+    from giellm.train_config import apply_flags, config_from_dict, read_yaml
 
-    overrides: dict[str, Any] = {
-        "output_dir": output_dir,
-        "base_model": base_model,
-        "epochs": epochs,
-        "max_steps": max_steps,
-        "batch_size": batch_size,
-        "lr": lr,
-        "data": [_pool(d) for d in data] if data else None,
-        "resume": resume or None,
-    }
-    if config is not None:
-        settings = load_config(config, **overrides)
-    else:
-        if output_dir is None or not data:
-            raise GiellmError("give --config, or --output-dir and at least one --data")
-        settings = config_from_dict({k: v for k, v in overrides.items() if v is not None})
+    settings: dict[str, Any] = {} if config is None else read_yaml(config)
+    if not isinstance(settings, dict):
+        raise GiellmError(f"{config}: expected a mapping, got {type(settings).__name__}")
+    apply_flags(settings, list(ctx.args))
+    if data:
+        settings["data"] = [_pool(d) for d in data]
+    if resume:
+        settings["resume"] = True
     if lora is False:
-        settings.lora = None
-    elif lora or lora_r or lora_alpha or lora_targets:
-        from giellm.train_config import LoraSettings
-
-        current = settings.lora or LoraSettings()
-        settings.lora = LoraSettings(
-            r=lora_r or current.r,
-            alpha=lora_alpha or current.alpha,
-            dropout=current.dropout,
-            target_modules=lora_targets.split(",") if lora_targets else current.target_modules,
-        )
-    final = run(settings)
+        settings["lora"] = None
+    elif lora and not settings.get("lora"):
+        settings["lora"] = {}
+    if config is None and ("output_dir" not in settings or not settings.get("data")):
+        raise GiellmError("give --config, or --output-dir and at least one --data")
+    final = run(config_from_dict(settings, str(config or "flags")))
     err_console.print(f"model saved to {final}")
 
 

@@ -187,3 +187,81 @@ def load_config(path: str | Path, **overrides: Any) -> TrainConfig:
 def config_from_dict(data: dict[str, Any], where: str = "config") -> TrainConfig:
     config: TrainConfig = _build(TrainConfig, data, where)
     return config
+
+
+# --- command-line flags, generated from the dataclasses (as trl's HfArgumentParser does) ------
+
+_OWN_FLAGS = frozenset({"data", "resume"})  # `giellm train` declares these itself
+_ALIASES = {"lora-targets": "lora-target-modules"}
+
+
+def _flag_fields(cls: Any = TrainConfig, prefix: tuple[str, ...] = ()) -> dict[str, Any]:
+    """`--flag-name` -> (path of keys, type, help) for every setting, nested ones prefixed."""
+    out: dict[str, Any] = {}
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        if not prefix and f.name in _OWN_FLAGS:
+            continue
+        hint = hints[f.name]
+        inner = next((a for a in typing.get_args(hint) if a is not type(None)), hint)
+        path = (*prefix, f.name)
+        if dataclasses.is_dataclass(inner):
+            out.update(_flag_fields(inner, path))
+        else:
+            out["-".join(path).replace("_", "-")] = (path, hint, f.metadata.get("help", ""))
+    return out
+
+
+FLAGS = _flag_fields()
+
+
+def flags_help() -> str:
+    """The generated flags, one per line, for `giellm train --help`."""
+    lines = [
+        f"--{name}: {help_}" if help_ else f"--{name}" for name, (_, _, help_) in FLAGS.items()
+    ]
+    return "Every config key is also a flag (nested ones prefixed): " + "; ".join(lines)
+
+
+def _value(hint: Any, raw: str, where: str) -> Any:
+    """A flag's text as the value its setting's type wants (lists: comma-separated)."""
+    if raw.lower() in ("null", "none"):
+        return None
+    base = next((a for a in typing.get_args(hint) if a is not type(None)), hint)
+    if typing.get_origin(base) is list:
+        return [part for part in raw.split(",") if part]
+    if base is bool:
+        if raw.lower() not in ("true", "false", "yes", "no", "1", "0"):
+            raise GiellmError(f"{where}: {raw!r} is not true or false")
+        return raw.lower() in ("true", "yes", "1")
+    if base in (int, float):
+        try:
+            return base(raw)
+        except ValueError:
+            raise GiellmError(f"{where}: {raw!r} is not a number") from None
+    return raw
+
+
+def apply_flags(data: dict[str, Any], args: list[str]) -> dict[str, Any]:
+    """`data` (a config mapping) with `--name value` / `--name=value` flags set in it."""
+    tokens = list(args)
+    while tokens:
+        token = tokens.pop(0)
+        if not token.startswith("--"):
+            raise GiellmError(f"unexpected argument {token!r}")
+        name, _, raw = token[2:].partition("=")
+        name = _ALIASES.get(name, name)
+        if name not in FLAGS:
+            raise GiellmError(f"unknown flag --{name}; see giellm train --help")
+        if not raw:
+            if not tokens:
+                raise GiellmError(f"--{name} needs a value")
+            raw = tokens.pop(0)
+        path, hint, _ = FLAGS[name]
+        node = data
+        for key in path[:-1]:  # a nested flag (--lora-r) creates its section (LoRA on)
+            if not isinstance(node.get(key), dict):
+                node[key] = {}
+            node = node[key]
+        node[path[-1]] = _value(hint, raw, f"--{name}")
+    return data
