@@ -84,14 +84,16 @@ def _document(doc: dict[str, Any], task: str, notes: Counter[str]) -> dict[str, 
                         notes["argument in another document left out"] += 1
                         continue
                     start = offsets[arg["sid"]] + arg["tspan"][0]
-                    arguments.append(
-                        {
-                            "text": arg["target"],
-                            "role": arg["case"],
-                            "start": start,
-                            "end": start + len(arg["target"]),
-                        }
-                    )
+                    argument = {
+                        "text": arg["target"],
+                        "role": arg["case"],
+                        "start": start,
+                        "end": start + len(arg["target"]),
+                    }
+                    if argument in arguments:  # the same role and span twice says it once
+                        notes["repeated argument (same role and span) kept once"] += 1
+                        continue
+                    arguments.append(argument)
                 events.append(
                     {
                         "trigger": {
