@@ -70,6 +70,7 @@ def test_killed_predict_resumes_without_losing_or_repeating_records(
     src, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
     write_jsonl(src, records)
     command = [GIELLM, "predict", str(src), "-o", str(out), "--batch-size", "4"]
+    command += ["--max-new-tokens", "24"]
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     process = subprocess.Popen(command, env=env, stderr=subprocess.DEVNULL)
     partial = tmp_path / "out.jsonl.partial"
@@ -86,7 +87,7 @@ def test_killed_predict_resumes_without_losing_or_repeating_records(
     with partial.open("a", encoding="utf-8") as torn:  # as if the kill hit mid-line
         torn.write('{"id": "stockmark-dev-0')
 
-    resumed = run_cli("predict", str(src), "-o", str(out), "--batch-size", "4")
+    resumed = run_cli(*command[1:])
     assert resumed.returncode == 0, resumed.stderr
     assert f"resuming after {written} records" in resumed.stderr
     ids = [r.id for r in read_jsonl(out)]
