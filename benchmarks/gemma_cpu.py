@@ -1,15 +1,15 @@
 """Gemma 3 270M on a CPU: giellm's extraction versus naive HF `generate`, same model, one run.
 
-- naive: Hugging Face `generate` one record at a time (no batching, no constraint), timed on a
-  sample spread over stockmark dev (`--naive-records`; at ~7 tokens/s a full pass takes most of
-  an hour), its records/s taken as the rate for the whole split;
-- giellm: `Extractor.predict` of all stockmark dev records, constrained (the default), batched,
-  with the output projection restricted to the batch's output vocabulary; and the same with
-  full-vocabulary logits, to show what the restriction buys;
-- bfloat16: the same model loaded in bfloat16 (AVX512-BF16 CPUs run it natively);
-- int8: the same after dynamic int8 quantization of the decoder's linear layers (torch.ao),
+- giellm default: `Extractor.predict` of all stockmark dev records as users get it: constrained,
+  batched, logits over the batch's output vocabulary, dtype auto (bfloat16 for a GGUF base on a
+  CPU with native bfloat16, else float32);
+- naive: Hugging Face `generate` one record at a time (float32, no batching, no constraint),
+  timed on a sample spread over stockmark dev (`--naive-records`; a full pass takes ~18 min),
+  its records/s taken as the rate for the whole split;
+- giellm float32, and float32 with full-vocabulary logits (what the output vocabulary buys);
+- int8: float32 after dynamic int8 quantization of the decoder's linear layers (torch.ao),
   with how many predictions and how much F1 it changes;
-- the real `giellm predict` process on all records: wall time from invocation and peak RSS.
+- the real `giellm predict` process on all records (defaults): wall time and peak RSS.
 Goals (issue 11): >= 8x naive, <= 90 s end to end, <= 2 GiB RSS.
 
 Run: .venv/bin/python benchmarks/gemma_cpu.py --model build/gemma-stockmark-cpu/final
@@ -109,55 +109,53 @@ def main() -> None:
 
     process = predict_process(records, args.model, args.batch_size)
     started = time.perf_counter()
-    extractor = Extractor(args.model, batch_size=args.batch_size)
+    extractor = Extractor(args.model, batch_size=args.batch_size)  # dtype auto
     load_s = time.perf_counter() - started
+    dtype = str(next(extractor.model.parameters()).dtype).removeprefix("torch.")
     budget = extractor.max_new_tokens
-    naive_s, naive_tokens = naive(extractor, [r.text for r in sample], budget)
+    giellm = timed_predict(extractor, records, f"giellm, default ({dtype})")
+    del extractor
+
+    fp32 = Extractor(args.model, batch_size=args.batch_size, dtype="float32")
+    naive_s, naive_tokens = naive(fp32, [r.text for r in sample], budget)
     naive_rate = len(sample) / naive_s
-    giellm = timed_predict(extractor, records, "giellm, output vocabulary")
-
-    full = Extractor(args.model, batch_size=args.batch_size)
-    full._output_vocab = lambda grammars: None  # type: ignore[method-assign]
-    full_vocab = timed_predict(full, records, "giellm, full-vocabulary logits")
-    del full
-
-    half = Extractor(args.model, batch_size=args.batch_size, dtype="bfloat16")
-    bf16 = timed_predict(half, records, "giellm, bfloat16")
-    del half
+    single = timed_predict(fp32, records, "giellm, float32")
+    fp32._output_vocab = lambda grammars: None  # type: ignore[method-assign]
+    full_vocab = timed_predict(fp32, records, "giellm, float32, full-vocabulary logits")
 
     torch.ao.quantization.quantize_dynamic(
-        extractor.model.base_model, {torch.nn.Linear}, dtype=torch.qint8, inplace=True
+        fp32.model.base_model, {torch.nn.Linear}, dtype=torch.qint8, inplace=True
     )
-    int8 = timed_predict(extractor, records, "giellm, int8 decoder")
+    int8 = timed_predict(fp32, records, "giellm, float32 + int8 decoder")
 
     def same(figures: dict) -> int:
-        pairs = zip(giellm["_predictions"], figures["_predictions"], strict=True)
+        pairs = zip(single["_predictions"], figures["_predictions"], strict=True)
         return sum(a == b for a, b in pairs)
 
-    same_bf16, same_int8 = same(bf16), same(int8)
-    for figures in (giellm, full_vocab, bf16, int8):
+    same_default, same_int8 = same(giellm), same(int8)
+    for figures in (giellm, single, full_vocab, int8):
         figures.pop("_predictions")
     result = {
         "model": args.model,
         "records": len(records),
         "batch_size": args.batch_size,
         "max_new_tokens": budget,
+        "default_dtype": dtype,
         "load_seconds_in_process": round(load_s, 1),
-        "naive": {
+        "naive_float32": {
             "records": len(sample),
             "seconds": round(naive_s, 1),
             "records_per_second": round(naive_rate, 3),
             "generated_tokens_per_second": round(naive_tokens / naive_s, 1),
         },
-        "giellm_constrained": giellm,
-        "giellm_constrained_full_vocab_logits": full_vocab,
-        "giellm_constrained_bfloat16": {**bf16, "same_predictions": same_bf16},
-        "giellm_constrained_int8": {**int8, "same_predictions": same_int8},
-        "speedup_vs_naive": round(giellm["records_per_second"] / naive_rate, 2),
-        "speedup_bfloat16_vs_naive": round(bf16["records_per_second"] / naive_rate, 2),
-        "speedup_int8_vs_naive": round(int8["records_per_second"] / naive_rate, 2),
-        "output_vocab_speedup": round(full_vocab["seconds"] / giellm["seconds"], 2),
-        "predict_process": process,
+        "giellm_constrained_default": {**giellm, "same_predictions_as_float32": same_default},
+        "giellm_constrained_float32": single,
+        "giellm_constrained_float32_full_vocab_logits": full_vocab,
+        "giellm_constrained_float32_int8": {**int8, "same_predictions_as_float32": same_int8},
+        "speedup_default_vs_naive": round(giellm["records_per_second"] / naive_rate, 2),
+        "speedup_float32_vs_naive": round(single["records_per_second"] / naive_rate, 2),
+        "output_vocab_speedup": round(full_vocab["seconds"] / single["seconds"], 2),
+        "predict_process_default": process,
         "goals": {"speedup": 8, "end_to_end_seconds": 90, "peak_rss_mib": 2048},
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),

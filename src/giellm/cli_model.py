@@ -41,6 +41,13 @@ DeviceOption = Annotated[str, typer.Option(help="cpu, cuda, cuda:1, …")]
 BackendOption = Annotated[
     str, typer.Option(help="hf (transformers: CPU or GPU) or vllm (GPU; the vllm extra)")
 ]
+DtypeOption = Annotated[
+    str,
+    typer.Option(
+        help="auto (bfloat16 on GPUs, and for GGUF bases on CPUs with native bfloat16; "
+        "else float32), float32 or bfloat16"
+    ),
+]
 
 
 def _extractor(
@@ -50,6 +57,7 @@ def _extractor(
     device: str,
     max_new_tokens: int | None,
     backend: str = "hf",
+    dtype: str = "auto",
 ) -> Any:
     from transformers.utils import logging as hf_logging
 
@@ -65,6 +73,7 @@ def _extractor(
         constrained=constrain,
         batch_size=batch_size,
         max_new_tokens=max_new_tokens,
+        dtype=dtype,
     )
 
 
@@ -78,6 +87,7 @@ def extract(
     max_new_tokens: MaxNewOption = None,
     device: DeviceOption = "cpu",
     backend: BackendOption = "hf",
+    dtype: DtypeOption = "auto",
 ) -> None:
     """Extract one task from text and print one JSON record per text."""
     from giellm.data.jsonl import dumps
@@ -94,7 +104,7 @@ def extract(
             raise GiellmError(f"text {number} is not valid UTF-8: {bad}")
     if not texts or not all(t.strip() for t in texts):
         raise GiellmError("give at least one non-empty text")
-    extractor = _extractor(model, constrain, batch_size, device, max_new_tokens, backend)
+    extractor = _extractor(model, constrain, batch_size, device, max_new_tokens, backend, dtype)
     for record in extractor.extract(texts, task=task, schema=schema):
         print(dumps(record))
 
@@ -115,6 +125,7 @@ def predict(
     max_new_tokens: MaxNewOption = None,
     device: DeviceOption = "cpu",
     backend: BackendOption = "hf",
+    dtype: DtypeOption = "auto",
     on_error: Annotated[
         str, typer.Option(help="a bad input line: fail (nothing written) or skip (to --rejects)")
     ] = "fail",
@@ -178,7 +189,7 @@ def predict(
     if not output.parent.is_dir():
         raise GiellmError(f"{output.parent}: output directory does not exist")
     partial = partial_path(output)
-    extractor_options = (model, constrain, batch_size, device, max_new_tokens, backend)
+    extractor_options = (model, constrain, batch_size, device, max_new_tokens, backend, dtype)
     sink = open_locked(partial)
     try:
         settings = {
@@ -189,6 +200,7 @@ def predict(
             "model": None if model is None else str(model),
             "constrain": constrain,
             "max_new_tokens": max_new_tokens,
+            "dtype": dtype,
         }
         check_run_settings(partial, settings)
         done = resume_count(partial, [r.id for r in records])
@@ -443,13 +455,14 @@ def serve(
     max_new_tokens: MaxNewOption = None,
     device: DeviceOption = "cpu",
     backend: BackendOption = "hf",
+    dtype: DtypeOption = "auto",
 ) -> None:
     """Serve the model over HTTP: /extract, /health and OpenAI-style /v1/* routes."""
     from giellm.serve import create_app, run_server
 
     if max_batch < 1 or max_wait_ms < 0:
         raise GiellmError("--max-batch must be at least 1 and --max-wait-ms at least 0")
-    extractor = _extractor(model, constrain, max_batch, device, max_new_tokens, backend)
+    extractor = _extractor(model, constrain, max_batch, device, max_new_tokens, backend, dtype)
     name = "giellm-default" if model is None else model.name
     application = create_app(
         extractor, model_name=name, max_batch=max_batch, max_wait_ms=max_wait_ms

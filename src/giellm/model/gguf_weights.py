@@ -74,11 +74,12 @@ def hf_name(name: str, architecture: str) -> str:
 
 
 def state_dict(path: Path, index: dict[str, Any], dtype: Any) -> dict[str, Any]:
-    """HF-named tensors of the GGUF at `path`, dequantized to float32 and cast to `dtype`.
+    """HF-named tensors of the GGUF at `path`, dequantized (float32) into tensors of `dtype`.
 
-    Rows are dequantized a block at a time into the final tensor: `gguf`'s numpy kernels hold
-    a few float copies of what they work on, which for the whole 262k-row embedding would
-    double the loader's peak memory.
+    Each tensor is read and dequantized a block of rows at a time straight into its final
+    tensor: `gguf`'s numpy kernels hold a few float copies of what they work on, and a float32
+    copy of the 262k-row embedding (or a memory map of the whole file) would otherwise add
+    most of a gigabyte to the loader's peak memory.
     """
     import numpy as np
     import torch
@@ -86,25 +87,29 @@ def state_dict(path: Path, index: dict[str, Any], dtype: Any) -> dict[str, Any]:
     from gguf.quants import dequantize, quant_shape_to_byte_shape
 
     architecture = index["architecture"]
-    raw = np.memmap(path, dtype=np.uint8, mode="r")
+    plain = {GGMLQuantizationType.F32: np.float32, GGMLQuantizationType.F16: np.float16}
     out: dict[str, Any] = {}
-    for name, info in index["tensors"].items():
-        qtype = GGMLQuantizationType(info["type"])
-        shape = tuple(reversed(info["shape"]))  # GGUF lists dimensions fastest first
-        data = raw[info["offset"] : info["offset"] + info["bytes"]]
-        plain = {GGMLQuantizationType.F32: np.float32, GGMLQuantizationType.F16: np.float16}
-        values = torch.empty(shape, dtype=torch.float32)
-        target = values.numpy().reshape(-1, shape[-1])
-        if qtype in plain:
-            target[:] = data.view(plain[qtype]).reshape(target.shape)
-        else:
-            rows = data.reshape(quant_shape_to_byte_shape(target.shape, qtype))
+    with path.open("rb") as handle:
+        for name, info in index["tensors"].items():
+            qtype = GGMLQuantizationType(info["type"])
+            shape = tuple(reversed(info["shape"]))  # GGUF lists dimensions fastest first
+            values = torch.empty(shape, dtype=dtype)
+            rows = values.view(-1, shape[-1])
+            row_bytes = info["bytes"] // len(rows)
+            minus_one = architecture in _NORMS_PLUS_ONE and name.endswith("norm.weight")
             for start in range(0, len(rows), _ROWS_AT_ONCE):
-                block = rows[start : start + _ROWS_AT_ONCE]
-                target[start : start + len(block)] = dequantize(block, qtype)
-        if architecture in _NORMS_PLUS_ONE and name.endswith("norm.weight"):
-            values -= 1
-        out[hf_name(name, architecture)] = values.to(dtype)
+                count = min(_ROWS_AT_ONCE, len(rows) - start)
+                handle.seek(info["offset"] + start * row_bytes)
+                data = np.frombuffer(handle.read(count * row_bytes), dtype=np.uint8)
+                if qtype in plain:
+                    block = data.view(plain[qtype]).reshape(count, -1).astype(np.float32)
+                else:
+                    byte_shape = quant_shape_to_byte_shape((count, shape[-1]), qtype)
+                    block = dequantize(data.reshape(byte_shape), qtype)
+                if minus_one:
+                    block = block - 1
+                rows[start : start + count] = torch.from_numpy(block)
+            out[hf_name(name, architecture)] = values
     return out
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from giellm.errors import GiellmError
-from giellm.model.bases import load_base, load_base_tokenizer, resolve_base
+from giellm.model.bases import BaseSource, load_base, load_base_tokenizer, resolve_base
 from giellm.tasks import LabelSchema
 
 META_FILE = "giellm.json"
@@ -129,36 +129,49 @@ def load_model(
 
     `model` is a giellm model directory (full weights or a LoRA adapter), `tiny` or None (the
     embedded model), or any base `bases.resolve_base` knows (`gemma-3-270m`, a `.gguf` file,
-    an HF directory, a hub id), which then runs with open label sets. `dtype` "auto" is
-    float32 on a CPU and bfloat16 on a GPU.
+    an HF directory, a hub id), which then runs with open label sets. `dtype` "auto": see
+    `auto_dtype`.
     """
     import torch
 
     if dtype not in DTYPES:
         raise GiellmError(f"dtype {dtype!r}: use one of {', '.join(DTYPES)}")
-    if dtype == "auto":  # CPUs: float32, the numerics the models were checked with
-        dtype = "float32" if device == "cpu" else "bfloat16"
-    torch_dtype = getattr(torch, dtype)
+    path = resolve_model_dir(model) if is_model_dir(model) else None
+    adapter = None if path is None else adapter_config(path)
+    if path is None:
+        source = resolve_base(str(model))
+    elif adapter is not None:
+        source = resolve_base(adapter["base_model_name_or_path"])
+    else:
+        source = resolve_base(path)
+    torch_dtype = getattr(torch, auto_dtype(device, source) if dtype == "auto" else dtype)
     # tokenizers first: a 262k-piece one peaks at ~400 MB while loading, which then does not
     # stack on the weights' own peak
-    if not is_model_dir(model):
-        source = resolve_base(str(model))
+    if path is not None and has_tokenizer(path):
+        tokenizer = load_tokenizer(path)
+    else:
         tokenizer = load_base_tokenizer(source)
-        lm = load_base(source, dtype=torch_dtype)
-        lm.to(device).eval()
-        return lm, with_pad_token(tokenizer), ModelMeta()
-    path = resolve_model_dir(model)
-    adapter = adapter_config(path)
+    lm = load_base(source, dtype=torch_dtype)
     if adapter is not None:
         from peft import PeftModel
 
-        source = resolve_base(adapter["base_model_name_or_path"])
-        tokenizer = load_tokenizer(path) if has_tokenizer(path) else load_base_tokenizer(source)
-        lm = PeftModel.from_pretrained(
-            load_base(source, dtype=torch_dtype), path
-        ).merge_and_unload()
-    else:
-        tokenizer = load_tokenizer(path)
-        lm = load_base(resolve_base(path), dtype=torch_dtype)
+        lm = PeftModel.from_pretrained(lm, path).merge_and_unload()
     lm.to(device).eval()
-    return lm, with_pad_token(tokenizer), ModelMeta.load(path)
+    meta = ModelMeta() if path is None else ModelMeta.load(path)
+    return lm, with_pad_token(tokenizer), meta
+
+
+def auto_dtype(device: str, source: BaseSource) -> str:
+    """bfloat16 on GPUs, and on CPUs with native bfloat16 for GGUF bases; else float32.
+
+    A GGUF base is already quantized far more coarsely than bfloat16 rounds, and on an
+    AVX512-BF16 CPU bfloat16 halves the memory of weights and KV cache and runs Gemma 3 270M
+    1.8x faster (stockmark dev: F1 0.691 vs 0.690, 512 of 534 predictions identical;
+    results/gemma_cpu.json). The small from-scratch models keep the float32 they were checked in.
+    """
+    import torch
+
+    if device != "cpu":
+        return "bfloat16"
+    native = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False)
+    return "bfloat16" if source.kind == "gguf" and native() else "float32"
