@@ -10,3 +10,9 @@ export HF_HUB_OFFLINE=1
 .venv/bin/python benchmarks/train_speed.py
 .venv/bin/python benchmarks/serve_load.py
 .venv/bin/python benchmarks/dev_eval.py
+# Gemma 3 270M: load times (cold and warm cache), then extraction with the CPU-trained stockmark
+# adapter (train it first: giellm train --config configs/gemma-stockmark-cpu.yaml, about an hour)
+.venv/bin/python benchmarks/gemma_load.py
+if [ -d build/gemma-stockmark-cpu/final ]; then
+    .venv/bin/python benchmarks/gemma_cpu.py --model build/gemma-stockmark-cpu/final
+fi
