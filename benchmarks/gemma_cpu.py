@@ -29,36 +29,15 @@ import time
 from pathlib import Path
 
 import torch
+from extract_speed import naive  # the same naive reference as the embedded model's benchmark
 from rich.progress import track
 
 from giellm.data.jsonl import write_jsonl
 from giellm.data.registry import load
 from giellm.generate import Extractor
 from giellm.metrics import score
-from giellm.model.sequences import prompt_ids
 
 GIELLM = str(Path(sys.executable).parent / "giellm")
-
-
-def naive(extractor: Extractor, texts: list[str], budget: int) -> tuple[float, int]:
-    """One `generate` call per record, as a first script would do it."""
-    model, tok = extractor.model, extractor.tokenizer
-    tokens = 0
-    started = time.perf_counter()
-    for text in track(texts, description="naive one-by-one"):
-        ids = torch.tensor([prompt_ids(tok, text, "NER")])
-        with torch.inference_mode():
-            out = model.generate(
-                input_ids=ids,
-                attention_mask=torch.ones_like(ids),
-                max_new_tokens=budget,
-                do_sample=False,
-                pad_token_id=tok.pad_token_id,
-                eos_token_id=tok.eos_token_id,
-            )
-        row = out[0, ids.shape[1] :].tolist()
-        tokens += row.index(tok.eos_token_id) if tok.eos_token_id in row else len(row)
-    return time.perf_counter() - started, tokens
 
 
 def timed_predict(extractor: Extractor, records: list, label: str) -> dict:
