@@ -184,6 +184,11 @@ def test_openai_compatible_routes(server: Server) -> None:
     assert bad.status_code == 422
 
 
+def _batching(server: Server) -> dict[str, int]:
+    stats: dict[str, int] = httpx.get(f"{server.url}/health", timeout=30).json()["batching"]
+    return stats
+
+
 def test_shutdown_finishes_requests_in_flight(data_dir: Path) -> None:
     server = _start("--max-batch", "4", "--max-wait-ms", "0")
     texts = [r.text for r in load("stockmark", "dev", "NER", data_dir)[:12]]
@@ -193,7 +198,9 @@ def test_shutdown_finishes_requests_in_flight(data_dir: Path) -> None:
 
     with ThreadPoolExecutor(max_workers=12) as pool:
         futures = [pool.submit(ask, t) for t in texts]
-        time.sleep(1.0)  # the requests are queued or generating
+        while _batching(server)["requests"] < len(texts):  # all accepted: queued or generating
+            time.sleep(0.02)
+        assert not any(f.done() for f in futures)  # none answered yet: really in flight
         server.process.send_signal(signal.SIGTERM)
         answers = [f.result() for f in futures]
     log = server.process.communicate(timeout=60)[0].decode()  # no second signal: wait
