@@ -125,6 +125,14 @@ def test_multi_gpu_training_with_deepspeed(tmp_path: Path) -> None:
     ]  # fmt: skip
     result = subprocess.run(command, capture_output=True, text=True, timeout=1800, check=False)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert list((tmp_path / "ds").rglob("adapter_config.json")) or list(
-        (tmp_path / "ds").rglob("model.safetensors")
-    )
+    log = [json.loads(line) for line in (tmp_path / "ds" / "train_log.jsonl").open()]
+    plan = next(e for e in log if "processes" in e)
+    assert (plan["processes"], plan["steps"]) == (2, 10)  # two ranks in one group, 10 steps
+    losses = [e for e in log if "loss" in e]
+    assert losses[-1]["step"] == 10 and losses[-1]["lr"] == pytest.approx(0.0, abs=1e-9)
+    from safetensors.torch import load_file
+
+    base = load_file(DEFAULT_MODEL_DIR / "model.safetensors")
+    trained = load_file(tmp_path / "ds" / "final" / "model.safetensors")
+    changed = [k for k in base if not torch.equal(base[k].float(), trained[k].float())]
+    assert changed == list(base)  # every weight was trained, on both ranks alike
