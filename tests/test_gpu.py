@@ -67,15 +67,23 @@ def test_vllm_serves_a_lora_adapter(data_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "lora"
     result = run_cli(
         "train", "--base-model", str(DEFAULT_MODEL_DIR), "--data", "stockmark:NER",
-        "--lora", "--lora-r", "8", "--max-steps", "20", "--output-dir", str(out),
+        "--lora", "--lora-r", "8", "--lr", "5e-3", "--max-steps", "40", "--output-dir", str(out),
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     adapter = out / "final"
     assert (adapter / "adapter_config.json").exists()
     fast = _vllm(adapter)
-    assert fast.lora is not None  # type: ignore[attr-defined]
     gold = load("stockmark", "dev", "NER", data_dir)[:50]
-    _check_records(list(fast.predict(gold, schema="stockmark")), gold)  # type: ignore[attr-defined]
+    got = list(fast.predict(gold, schema="stockmark"))  # type: ignore[attr-defined]
+    _check_records(got, gold)
+
+    def agree(other: Extractor) -> int:
+        theirs = other.predict(gold, schema="stockmark")
+        return sum(a.example == b.example for a, b in zip(got, theirs, strict=True))
+
+    # vLLM really applies the adapter: it agrees with the merged adapter on the CPU more than
+    # with the bare base (an ignored LoRARequest would make it the base)
+    assert agree(Extractor(adapter)) > agree(Extractor())
 
 
 def test_vllm_predict_and_serve_from_the_command_line(data_dir: Path, tmp_path: Path) -> None:
