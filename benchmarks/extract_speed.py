@@ -154,16 +154,22 @@ def main() -> None:
         ),
         "predict_534_peak_rss_mib": round(rss, 1),
         "goals": {"speedup": 8, "constraint_overhead": 0.15, "peak_rss_mib": 1024},
+    }
+    save(result, args.out)
+
+
+def save(result: dict, out: str) -> None:
+    """Print `result` with the machine it was measured on, and write it to `out`."""
+    result |= {
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "python": platform.python_version(),
         "torch": torch.__version__,
     }
-    print(json.dumps(result, ensure_ascii=False, indent=1))
-    Path(args.out).write_text(
-        json.dumps(result, ensure_ascii=False, indent=1) + "\n", encoding="utf-8"
-    )
-    print(f"wrote {args.out}")
+    text = json.dumps(result, ensure_ascii=False, indent=1)
+    print(text)
+    Path(out).write_text(text + "\n", encoding="utf-8")
+    print(f"wrote {out}")
 
 
 if __name__ == "__main__":

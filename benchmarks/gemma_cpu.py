@@ -18,9 +18,6 @@ Run: .venv/bin/python benchmarks/gemma_cpu.py --model build/gemma-stockmark-cpu/
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import resource
 import subprocess
 import sys
@@ -29,7 +26,7 @@ import time
 from pathlib import Path
 
 import torch
-from extract_speed import naive  # the same naive reference as the embedded model's benchmark
+from extract_speed import naive, save  # the embedded model's naive reference and writer
 from rich.progress import track
 
 from giellm.data.jsonl import write_jsonl
@@ -136,14 +133,8 @@ def main() -> None:
         "output_vocab_speedup": round(full_vocab["seconds"] / single["seconds"], 2),
         "predict_process_default": process,
         "goals": {"speedup": 8, "end_to_end_seconds": 90, "peak_rss_mib": 2048},
-        "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
     }
-    print(json.dumps(result, ensure_ascii=False, indent=1))
-    Path(args.out).write_text(json.dumps(result, ensure_ascii=False, indent=1) + "\n")
-    print(f"wrote {args.out}")
+    save(result, args.out)
 
 
 if __name__ == "__main__":

@@ -61,11 +61,11 @@ def _extractor(
 ) -> Any:
     from transformers.utils import logging as hf_logging
 
+    from giellm.generate import check_settings
     from giellm.vllm_backend import open_extractor
 
     hf_logging.disable_progress_bar()
-    if batch_size < 1 or (max_new_tokens is not None and max_new_tokens < 1):
-        raise GiellmError("--batch-size and --max-new-tokens must be at least 1")
+    check_settings(batch_size, max_new_tokens)  # before loading, whichever the backend
     return open_extractor(
         model,
         backend=backend,

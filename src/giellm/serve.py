@@ -213,8 +213,6 @@ class ExtractRequest(_Body):
                 raise ValueError(
                     f"text {i} has {len(text):,} characters; the limit is {MAX_CHARS:,}"
                 )
-            if bad := unpaired_surrogate(text):
-                raise ValueError(f"text {i}: {bad}")
         return value
 
     @field_validator("task", mode="after")

@@ -20,16 +20,7 @@ from typing import Any
 from giellm.ebnf import layout_grammar
 from giellm.errors import GiellmError
 from giellm.generate import Extractor, _Window
-from giellm.model.bases import load_base_tokenizer, resolve_base
-from giellm.model.loading import (
-    ModelMeta,
-    adapter_config,
-    has_tokenizer,
-    is_model_dir,
-    load_tokenizer,
-    resolve_model_dir,
-    with_pad_token,
-)
+from giellm.model.loading import resolve_model
 from giellm.tasks import LabelSchema
 
 
@@ -58,38 +49,31 @@ class VllmExtractor(Extractor):
         **engine: Any,
     ) -> None:
         vllm = _import_vllm()
-        path = resolve_model_dir(model) if is_model_dir(model) else None
-        adapter = None if path is None else adapter_config(path)
+        resolved = resolve_model(model)
+        source = resolved.source
         self.lora: Any = None
         options: dict[str, Any] = {
             "dtype": dtype,
             "gpu_memory_utilization": gpu_memory_utilization,
             "max_num_seqs": batch_size,
             "seed": 0,
+            "tokenizer": resolved.tokenizer_location,
             **engine,
         }
-        if adapter is not None:
+        if resolved.adapter is not None:
             from vllm.lora.request import LoRARequest
 
-            source = resolve_base(adapter["base_model_name_or_path"])
             rank = 8
-            while rank < int(adapter.get("r", 16)):  # vLLM takes powers of two
+            while rank < int(resolved.adapter.get("r", 16)):  # vLLM takes powers of two
                 rank *= 2
             options |= {"enable_lora": True, "max_lora_rank": rank}
-            self.lora = LoRARequest("giellm", 1, str(path))
-        else:
-            source = resolve_base(str(path or model))
+            self.lora = LoRARequest("giellm", 1, str(resolved.path))
         if source.kind == "gguf":  # vLLM reads the GGUF; config and tokenizer come prepared
             options["hf_config_path"] = str(source.prepared)
-        if path is not None and has_tokenizer(path):
-            self.tokenizer = load_tokenizer(path)
-            options["tokenizer"] = str(path)
-        else:
-            self.tokenizer = with_pad_token(load_base_tokenizer(source))
-            options["tokenizer"] = str(source.prepared or source.path or source.name)
+        self.tokenizer = resolved.load_tokenizer()
         self.llm = vllm.LLM(model=str(source.path or source.name), **options)
         self.model = None
-        self.meta = ModelMeta() if path is None else ModelMeta.load(path)
+        self.meta = resolved.meta
         self._configure("cuda", constrained, batch_size, max_new_tokens)
 
     def position_limit(self) -> int | None:

@@ -74,7 +74,7 @@ def merge_schemas(schemas: list[LabelSchema]) -> LabelSchema:
 def resolve_model_dir(model: str | Path | None) -> Path:
     """`model` as a giellm model directory (`tiny`, None: the embedded one); clear error if not."""
     path = DEFAULT_MODEL_DIR if model is None or str(model) == TINY else Path(model)
-    if not (path / "config.json").exists() and not (path / "adapter_config.json").exists():
+    if not is_model_dir(path):
         raise GiellmError(f"{path}: not a model directory (no config.json or adapter_config.json)")
     return path
 
@@ -85,6 +85,44 @@ def is_model_dir(model: str | Path | None) -> bool:
         return True
     path = Path(model)
     return (path / "config.json").exists() or (path / "adapter_config.json").exists()
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    """What `--model` names: the base whose weights load, and the giellm directory (with its
+    adapter, tokenizer and label sets) when there is one. Both backends start from this."""
+
+    source: BaseSource
+    path: Path | None = None
+    adapter: dict[str, Any] | None = None
+
+    @property
+    def meta(self) -> ModelMeta:
+        return ModelMeta() if self.path is None else ModelMeta.load(self.path)
+
+    @property
+    def tokenizer_location(self) -> str:
+        """The model directory when it saved a tokenizer, else the base's."""
+        if self.path is not None and has_tokenizer(self.path):
+            return str(self.path)
+        source = self.source
+        return str(source.prepared or source.path or source.name)
+
+    def load_tokenizer(self) -> Any:
+        """The tokenizer, with a pad token (tokenizers load before weights: see `load_model`)."""
+        if self.path is not None and has_tokenizer(self.path):
+            return load_tokenizer(self.path)
+        return with_pad_token(load_base_tokenizer(self.source))
+
+
+def resolve_model(model: str | Path | None) -> ResolvedModel:
+    """A giellm model directory (full weights, an adapter on its base, `tiny`) or a bare base."""
+    if not is_model_dir(model):
+        return ResolvedModel(resolve_base(str(model)))
+    path = resolve_model_dir(model)
+    adapter = adapter_config(path)
+    base = path if adapter is None else adapter["base_model_name_or_path"]
+    return ResolvedModel(resolve_base(base), path, adapter)
 
 
 def model_meta(model: str | Path | None) -> ModelMeta:
@@ -136,29 +174,19 @@ def load_model(
 
     if dtype not in DTYPES:
         raise GiellmError(f"dtype {dtype!r}: use one of {', '.join(DTYPES)}")
-    path = resolve_model_dir(model) if is_model_dir(model) else None
-    adapter = None if path is None else adapter_config(path)
-    if path is None:
-        source = resolve_base(str(model))
-    elif adapter is not None:
-        source = resolve_base(adapter["base_model_name_or_path"])
-    else:
-        source = resolve_base(path)
+    resolved = resolve_model(model)
+    source = resolved.source
     torch_dtype = getattr(torch, auto_dtype(device, source) if dtype == "auto" else dtype)
     # tokenizers first: a 262k-piece one peaks at ~400 MB while loading, which then does not
     # stack on the weights' own peak
-    if path is not None and has_tokenizer(path):
-        tokenizer = load_tokenizer(path)
-    else:
-        tokenizer = load_base_tokenizer(source)
+    tokenizer = resolved.load_tokenizer()
     lm = load_base(source, dtype=torch_dtype)
-    if adapter is not None:
+    if resolved.adapter is not None:
         from peft import PeftModel
 
-        lm = PeftModel.from_pretrained(lm, path).merge_and_unload()
+        lm = PeftModel.from_pretrained(lm, resolved.path).merge_and_unload()
     lm.to(device).eval()
-    meta = ModelMeta() if path is None else ModelMeta.load(path)
-    return lm, with_pad_token(tokenizer), meta
+    return lm, tokenizer, resolved.meta
 
 
 def auto_dtype(device: str, source: BaseSource) -> str:
