@@ -3,7 +3,12 @@
 Starts the real server (embedded model, dynamic batching), then for each concurrency level sends
 stockmark dev sentences as one-text /extract requests from that many client threads for a fixed
 number of requests; records throughput, p50/p95 latency, errors, and that every answer carries
-its own text back. Writes results/serve_load.json.
+its own text back. Then head-of-line blocking: one client sends one-sentence requests back to
+back while one large request (16 texts of 6,000 characters) runs, and their latency is recorded.
+Writes results/serve_load.json.
+
+The server is started as `python -c "from giellm.cli import main; main()"`, so
+`PYTHONPATH=OTHER/src` measures another checkout (a before/after comparison).
 
 Run: .venv/bin/python benchmarks/serve_load.py [--requests N] [--levels 1,8,32]
 """
@@ -27,7 +32,7 @@ from rich.progress import Progress
 
 from giellm.data.registry import load
 
-GIELLM = str(Path(sys.executable).parent / "giellm")
+GIELLM = [sys.executable, "-c", "from giellm.cli import main; main()"]
 
 
 def _free_port() -> int:
@@ -38,7 +43,7 @@ def _free_port() -> int:
 
 def start(max_batch: int, max_wait_ms: float) -> tuple[subprocess.Popen[bytes], str]:
     port = _free_port()
-    command = [GIELLM, "serve", "--port", str(port), "--max-batch", str(max_batch)]
+    command = [*GIELLM, "serve", "--port", str(port), "--max-batch", str(max_batch)]
     command += ["--max-wait-ms", str(max_wait_ms)]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
@@ -104,6 +109,43 @@ def level(url: str, texts: list[str], clients: int, progress: Progress) -> dict[
     }
 
 
+def head_of_line(url: str, texts: list[str]) -> dict[str, object]:
+    """Latency of one-sentence requests sent back to back while a large request runs."""
+    import threading
+
+    joined = "".join(texts)
+    large = [(joined * 2)[i * 997 : i * 997 + 6000] for i in range(16)]
+    finished = threading.Event()
+    large_seconds: list[float] = []
+
+    def run_large() -> None:
+        started = time.perf_counter()
+        body = {"texts": large, "task": "NER", "schema": "stockmark"}
+        status = httpx.post(f"{url}/extract", json=body, timeout=3600).status_code
+        large_seconds.append(time.perf_counter() - started)
+        finished.set()
+        assert status == 200, status
+
+    thread = threading.Thread(target=run_large)
+    thread.start()
+    time.sleep(1.0)  # the large request is taken first
+    latencies: list[float] = []
+    while not finished.is_set():
+        text = texts[len(latencies) % len(texts)]
+        started = time.perf_counter()
+        r = httpx.post(f"{url}/extract", json={"texts": text, "task": "NER"}, timeout=3600)
+        assert r.status_code == 200, r.text
+        latencies.append(time.perf_counter() - started)
+    thread.join()
+    return {
+        "large_request": "16 texts x 6,000 characters",
+        "large_seconds": round(large_seconds[0], 2),
+        "small_requests_during_large": len(latencies),
+        "small_latency_p50_s": round(statistics.median(latencies), 3),
+        "small_latency_max_s": round(max(latencies), 3),
+    }
+
+
 def soak(url: str, pid: int, texts: list[str], clients: int, seconds: float) -> dict[str, object]:
     """`clients` threads sending requests back to back for `seconds`; RSS sampled every 5 s."""
     import threading
@@ -157,6 +199,7 @@ def main() -> None:
                 rows.append(level(url, texts, int(clients), progress))
                 rows[-1]["server_rss_mib_after"] = rss_mib(process.pid)
         soaked = soak(url, process.pid, texts, 64, args.soak_seconds) if args.soak_seconds else None
+        blocking = head_of_line(url, [r.text for r in load("stockmark", "dev", "NER")])
     finally:
         process.send_signal(signal.SIGINT)
         process.wait(timeout=60)
@@ -166,6 +209,7 @@ def main() -> None:
         "levels": rows,
         "lost_or_mismatched": sum(r["errors"] + r["mismatched"] for r in rows),
         "soak": soaked,
+        "head_of_line": blocking,
         "cpu_count": os.cpu_count(),
     }
     print(json.dumps(result, indent=1))

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from giellm.data.registry import FORMATS, DatasetFormat, dataset_path, load, shared_data_dir
+from giellm.generate import Extractor
 from giellm.model.tiny import ARCHITECTURES, TinySpec, build_tiny
 from giellm.model.tokenizer import train_tokenizer
 
@@ -87,3 +88,18 @@ def base_models(tokenizer_dir: Path, tmp_path_factory: pytest.TempPathFactory) -
         )
         out[arch] = root / arch
     return out
+
+
+@pytest.fixture(scope="session")
+def embedded() -> Extractor:
+    """The embedded default model, loaded once per session; a test takes its own settings
+    with `embedded.configured(batch_size=…, max_new_tokens=…)` (same model, no reload)."""
+    return Extractor()
+
+
+@pytest.fixture(scope="session")
+def gemma_extractor(tiny_gemma: Path) -> Extractor:
+    """The tiny Gemma GGUF loaded once per session (use `.configured(...)` for settings).
+    In float32: a random model has near ties that bfloat16 rounding would flip between two
+    ways of computing the same logits (the output-vocabulary test compares such ways)."""
+    return Extractor(str(tiny_gemma), dtype="float32")

@@ -152,5 +152,5 @@ def test_random_model_constrained_vs_free(base_models: dict[str, Path], data_dir
     for p, gold in zip(predictions, dev, strict=True):
         for e in p.example.entities:
             assert gold.text[e.start : e.end] == e.text and e.type in types  # type: ignore[operator]
-    free = Extractor(base_models["qwen2"], batch_size=4, max_new_tokens=40, constrained=False)
+    free = constrained.configured(constrained=False)
     assert all(not p.example.entities for p in free.predict(dev, schema="stockmark"))

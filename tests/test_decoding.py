@@ -11,10 +11,12 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from giellm.constrain import OPEN, Grammar, TokenGuide, VocabIndex
 from giellm.data.registry import get_format, load
 from giellm.format import encode_target
+from giellm.generate import Extractor
 from giellm.model.decoding import _joinable, _new_cache, greedy
 from giellm.model.sequences import prompt_ids
 from giellm.model.tiny import ARCHITECTURES
 from giellm.model.tokenizer import token_bytes
+from greedy_agreement import TIE, first_partings
 
 
 @pytest.fixture(scope="module")
@@ -127,3 +129,27 @@ def test_sliding_window_caches_run_batch_after_batch(
     # more than one prefill group's worth, and more prompts than one batch
     got = _greedy(model, tok, prompts, max_tokens=10, batch_size=10)
     assert got == _one_by_one(model, tok, prompts, 10)
+
+
+def test_greedy_agreement_check_tells_near_ties_from_real_differences(
+    embedded: Extractor, data_dir: Path
+) -> None:
+    """Calibrates `greedy_agreement.TIE` (the vLLM test's bound) on the CPU: the same model
+    in bf16 parts from fp32 only on near ties; other weights, or no constraints, do not."""
+    gold = load("stockmark", "dev", "NER", data_dir)[:64]
+    fp32 = embedded.configured(batch_size=32, max_new_tokens=64)
+    bf16 = Extractor(batch_size=32, max_new_tokens=64, dtype="bfloat16")
+    near = first_partings(fp32, bf16, gold, "stockmark")
+    assert near.identical < near.windows  # they do part somewhere, so gaps were measured
+    assert near.outside == 0 and max(near.gaps) < TIE / 4  # seen: 4 of 64 part, gap <= 0.033
+
+    noisy = Extractor(batch_size=32, max_new_tokens=64)  # an adapter not applied, say
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for weight in noisy.model.parameters():
+            weight.add_(torch.randn_like(weight) * weight.std() * 0.2)
+    far = first_partings(fp32, noisy, gold, "stockmark")
+    assert len(far.gaps) > 3 * len(near.gaps) and max(far.gaps) > 2 * TIE  # seen: 44, 0.64
+
+    free = first_partings(fp32, fp32.configured(constrained=False), gold, "stockmark")
+    assert free.outside > free.windows // 2  # what the vLLM test's `outside` bound catches

@@ -87,10 +87,9 @@ def test_xgrammar_constrained_generation_decodes_cleanly(
     import torch
     from xgrammar.contrib.hf import LogitsProcessor
 
-    from giellm.generate import Extractor
     from giellm.model.sequences import prompt_ids
 
-    ex = Extractor(str(request.getfixturevalue("tiny_gemma")) if model == "gemma" else None)
+    ex = request.getfixturevalue("gemma_extractor" if model == "gemma" else "embedded")
     info = xgr.TokenizerInfo.from_huggingface(ex.tokenizer, vocab_size=ex.model.config.vocab_size)
     compiler = xgr.GrammarCompiler(info)
     schema = get_format("stockmark").schema("NER")

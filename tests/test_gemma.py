@@ -126,10 +126,10 @@ def test_lora_on_a_gguf_base_lowers_the_loss_and_predicts(
 
 
 def test_constrained_gemma_output_parses_and_maps_windows_back(
-    tiny_gemma: Path, data_dir: Path
+    gemma_extractor: Extractor, data_dir: Path
 ) -> None:
     """A random Gemma under the grammar: every span is in its text, also across windows."""
-    extractor = Extractor(str(tiny_gemma), batch_size=8, max_new_tokens=40)
+    extractor = gemma_extractor.configured(batch_size=8, max_new_tokens=40)
     extractor.meta.window_chars, extractor.meta.window_overlap = 60, 12
     records = [r for r in load("kwdlc", "dev", "NER", data_dir) if len(r.text) > 150][:4]
     records += load("stockmark", "dev", "NER", data_dir)[:8]
@@ -148,13 +148,13 @@ def test_constrained_gemma_output_parses_and_maps_windows_back(
 
 @pytest.mark.parametrize("model", ["gemma", "llama"])
 def test_output_vocabulary_keeps_the_greedy_choice(
-    model: str, tiny_gemma: Path, base_models: dict[str, Path], data_dir: Path
+    model: str, gemma_extractor: Extractor, base_models: dict[str, Path], data_dir: Path
 ) -> None:
     """Logits over the batch's output vocabulary alone: the same predictions as over all."""
-    path = str(tiny_gemma) if model == "gemma" else base_models["llama"]
+    loaded = gemma_extractor if model == "gemma" else Extractor(base_models["llama"])
     records = load("stockmark", "dev", "NER", data_dir)[:10]
-    subset = Extractor(path, batch_size=4, max_new_tokens=24)
-    full = Extractor(path, batch_size=4, max_new_tokens=24)
+    subset = loaded.configured(batch_size=4, max_new_tokens=24)
+    full = loaded.configured(batch_size=4, max_new_tokens=24)
     full._output_vocab = lambda grammars: None  # type: ignore[method-assign]
     got = [p.example for p in subset.predict(records, schema="stockmark")]
     assert got == [p.example for p in full.predict(records, schema="stockmark")]

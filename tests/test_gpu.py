@@ -18,6 +18,7 @@ from giellm.data.jsonl import write_jsonl
 from giellm.data.registry import get_format, load
 from giellm.generate import Extractor
 from giellm.model.loading import DEFAULT_MODEL_DIR
+from greedy_agreement import TIE, first_partings
 from test_serve import _start, _stop
 
 pytestmark = [
@@ -52,18 +53,25 @@ def _vllm(model: Path | None = None, **options: object) -> object:
     return VllmExtractor(model, gpu_memory_utilization=0.3, enforce_eager=True, **options)
 
 
-def test_vllm_constrained_extraction_agrees_with_the_cpu_path(data_dir: Path) -> None:
+def test_vllm_constrained_extraction_agrees_with_the_cpu_path(
+    data_dir: Path, embedded: Extractor
+) -> None:
     gold = load("stockmark", "dev", "NER", data_dir)[:200]
     fast = _vllm()
     got = list(fast.predict(gold, schema="stockmark"))  # type: ignore[attr-defined]
     _check_records(got, gold)
-    cpu = list(Extractor().predict(gold, schema="stockmark"))
-    same = sum(a.example == b.example for a, b in zip(got, cpu, strict=True))
-    print(f"vLLM bf16 vs CPU fp32: {same}/{len(gold)} records identical")
-    assert same >= len(gold) // 2  # bf16 and fp32 differ on near ties, not on most records
+    # vLLM (bf16, its kernels, the EBNF grammar) is greedy decoding of the same model under
+    # the same layout: where its outputs part from the CPU's (fp32), it is on a near tie
+    parting = first_partings(embedded, fast, gold, "stockmark")  # type: ignore[arg-type]
+    print(f"vLLM vs CPU: {parting}")
+    assert max(parting.gaps, default=0.0) < TIE
+    # the EBNF grammar leaves entity order free (the CPU grammar keeps text order): that is
+    # the only way vLLM may pick what the CPU forbids; without constraints nearly all windows
+    # would (90 of 96 on the CPU, tests/test_decoding.py)
+    assert parting.outside <= parting.windows // 20
 
 
-def test_vllm_serves_a_lora_adapter(data_dir: Path, tmp_path: Path) -> None:
+def test_vllm_serves_a_lora_adapter(data_dir: Path, tmp_path: Path, embedded: Extractor) -> None:
     out = tmp_path / "lora"
     result = run_cli(
         "train", "--base-model", str(DEFAULT_MODEL_DIR), "--data", "stockmark:NER",
@@ -83,7 +91,7 @@ def test_vllm_serves_a_lora_adapter(data_dir: Path, tmp_path: Path) -> None:
 
     # vLLM really applies the adapter: it agrees with the merged adapter on the CPU more than
     # with the bare base (an ignored LoRARequest would make it the base)
-    assert agree(Extractor(adapter)) > agree(Extractor())
+    assert agree(Extractor(adapter)) > agree(embedded)
 
 
 def test_vllm_predict_and_serve_from_the_command_line(data_dir: Path, tmp_path: Path) -> None:

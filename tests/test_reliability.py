@@ -14,6 +14,7 @@ import pytest
 from conftest import GIELLM, run_cli
 from giellm.data.jsonl import dumps, read_jsonl, resume_count, write_jsonl
 from giellm.data.registry import load
+from giellm.generate import Extractor
 from giellm.schema import Example
 
 GOOD = [
@@ -150,13 +151,12 @@ def test_killed_training_resumes_to_the_same_weights(
         assert (expected[name] - got[name]).abs().max() <= 1e-6, name
 
 
-def test_python_api_bad_input_raises_clear_errors_and_odd_text_works() -> None:
+def test_python_api_bad_input_raises_clear_errors_and_odd_text_works(embedded: Extractor) -> None:
     import pytest
 
-    from giellm import Extractor
     from giellm.errors import GiellmError
 
-    ex = Extractor(batch_size=4, max_new_tokens=24)
+    ex = embedded.configured(batch_size=4, max_new_tokens=24)
     with pytest.raises(ValueError, match="text is empty"):
         ex.extract(["東京", "   "], task="NER")
     with pytest.raises(GiellmError, match="unknown task 'POS'"):
@@ -223,14 +223,15 @@ def test_outputs_follow_the_umask(data_dir: Path, tmp_path: Path) -> None:
     assert (tmp_path / "out.jsonl").stat().st_mode & 0o777 == 0o644
 
 
-def test_extractor_settings_are_checked_before_loading() -> None:
+def test_extractor_settings_are_checked_before_loading(embedded: Extractor) -> None:
     from giellm.errors import GiellmError
-    from giellm.generate import Extractor
 
     for options in ({"batch_size": 0}, {"batch_size": -1}, {"max_new_tokens": 0}):
         with pytest.raises(GiellmError, match="at least 1"):
             Extractor("/nonexistent/model", **options)  # type: ignore[arg-type]
-    extractor = Extractor(batch_size=2, max_new_tokens=4)
+        with pytest.raises(GiellmError, match="at least 1"):
+            embedded.configured(**options)  # type: ignore[arg-type]
+    extractor = embedded.configured(batch_size=2, max_new_tokens=4)
     with pytest.raises(GiellmError, match="chunk"):
         list(extractor.predict([], chunk=0))
 
@@ -395,20 +396,19 @@ def test_command_line_odds_are_one_line_errors(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
 
 
-def test_a_schema_without_the_records_task_is_refused() -> None:
+def test_a_schema_without_the_records_task_is_refused(embedded: Extractor) -> None:
     from giellm.errors import GiellmError
-    from giellm.generate import Extractor
 
-    extractor = Extractor(max_new_tokens=2)
+    extractor = embedded.configured(max_new_tokens=2)
     with pytest.raises(GiellmError, match="no label sets for TC"):
         extractor.extract("東京の会社。", task="TC", schema="stockmark")
 
 
-def test_records_are_handed_over_as_they_finish_not_per_chunk(data_dir: Path) -> None:
+def test_records_are_handed_over_as_they_finish_not_per_chunk(
+    data_dir: Path, embedded: Extractor
+) -> None:
     """`on_record` sees the first records before the chunk's last windows are generated."""
-    from giellm.generate import Extractor
-
-    extractor = Extractor(batch_size=4, max_new_tokens=16)
+    extractor = embedded.configured(batch_size=4, max_new_tokens=16)
     records = load("stockmark", "dev", "NER", data_dir)[:24]
     events: list[str] = []
     predictions = list(

@@ -50,11 +50,13 @@ def test_fewshot_prompts_hold_the_examples_in_giellm_layout(data_dir: Path) -> N
 
 
 @pytest.mark.parametrize("mode", ["chat", "completions"])
-def test_fewshot_client_against_a_real_local_endpoint(data_dir: Path, mode: str) -> None:
+def test_fewshot_client_against_a_real_local_endpoint(
+    data_dir: Path, mode: str, embedded: Extractor
+) -> None:
     gold = load("stockmark", "dev", "NER", data_dir)[:6]
     shots = pick_shots(load("stockmark", "train", "NER", data_dir), 2)
     schema = get_format("stockmark").schema("NER")
-    app = create_app(Extractor(batch_size=8), max_wait_ms=20)
+    app = create_app(embedded.configured(batch_size=8), max_wait_ms=20)
     with background_server(app) as url:
         client = FewShotClient(f"{url}/v1", "giellm", shots, schema=schema, mode=mode)  # type: ignore[arg-type]
         predicted = [p.example for p in client.predict(gold)]

@@ -9,7 +9,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +19,8 @@ import pytest
 
 from conftest import GIELLM
 from giellm.data.registry import get_format, load
+from giellm.generate import Extractor
+from giellm.schema import example_to_dict
 
 
 @dataclass
@@ -252,3 +254,153 @@ def test_the_body_limit_counts_bytes_read_not_the_header(server: Server) -> None
     )
     assert response.status_code == 413 and "limit" in response.json()["detail"]
     assert httpx.get(server.url + "/health", timeout=10).status_code == 200
+
+
+# --- fairness, bounds and shutdown under load (issue 14, items 3 and 4) ----------------------
+
+WINDOW, STEP = 256, 208  # the embedded model's windows: 256 characters, 48 of overlap
+
+
+def _long_text(data_dir: Path, windows: int) -> str:
+    """Real stockmark sentences run together to a text the model reads as `windows` windows."""
+    sentences = "".join(r.text for r in load("stockmark", "dev", "NER", data_dir))
+    length = WINDOW + (windows - 1) * STEP
+    return (sentences * (length // len(sentences) + 1))[:length]
+
+
+def _send_raw(url: str, path: str, body: dict[str, object]) -> socket.socket:
+    """POST without reading the answer, on a socket the test can close (a client leaving)."""
+    host, port = url.removeprefix("http://").split(":")
+    data = json.dumps(body).encode()
+    head = (
+        f"POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(data)}\r\n\r\n"
+    )
+    sock = socket.create_connection((host, int(port)))
+    sock.sendall(head.encode() + data)
+    return sock
+
+
+def _wait_for(server: Server, done: Callable[[dict[str, int]], bool]) -> dict[str, int]:
+    """Poll /health until `done(stats)` (no time limit: the condition is what matters)."""
+    while not done(stats := _batching(server)):
+        assert server.process.poll() is None, "the server died"
+        time.sleep(0.05)
+    return stats
+
+
+@pytest.fixture(scope="module")
+def fair_server() -> Iterator[Server]:
+    running = _start(
+        "--max-batch", "4", "--max-wait-ms", "0",
+        "--max-request-inputs", "300", "--max-queued-inputs", "400",
+    )  # fmt: skip
+    yield running
+    _stop(running)
+
+
+def _start_large(server: Server, data_dir: Path, windows: int) -> tuple[socket.socket, int]:
+    """A large request, sent and running (its first batch generated); returns its socket and
+    the server's generated-input count before it."""
+    before = _batching(server)
+    assert before["queued_inputs"] == 0
+    body = {"texts": _long_text(data_dir, windows), "task": "NER"}
+    sock = _send_raw(server.url, "/extract", body)
+    _wait_for(
+        server, lambda s: s["requests"] > before["requests"] and s["inputs"] > before["inputs"]
+    )
+    return sock, before["inputs"]
+
+
+def test_a_small_request_is_answered_while_a_large_one_runs(
+    fair_server: Server, data_dir: Path
+) -> None:
+    """Before: the large request held the model worker until all its windows were done."""
+    large, _ = _start_large(fair_server, data_dir, windows=250)  # ~63 batches of 4
+    with large:
+        small = httpx.post(
+            f"{fair_server.url}/extract",
+            json={"texts": "東京の新しい店は評判が良い。", "task": "SA"},
+            timeout=120,
+        )
+        assert small.status_code == 200, small.text
+        assert small.json()["records"][0]["task"] == "SA"
+        assert _batching(fair_server)["queued_inputs"] > 0  # the large one is still running
+    _wait_for(fair_server, lambda s: s["queued_inputs"] == 0)
+
+
+def test_a_client_that_leaves_cancels_its_work(fair_server: Server, data_dir: Path) -> None:
+    """Before: the work of a request whose client had gone ran on to the end."""
+    cancelled = _batching(fair_server)["cancelled"]
+    large, generated_before = _start_large(fair_server, data_dir, windows=250)
+    large.close()
+    stats = _wait_for(fair_server, lambda s: s["queued_inputs"] == 0)
+    assert stats["cancelled"] == cancelled + 1
+    assert stats["inputs"] - generated_before < 250  # the rest was dropped, not generated
+
+
+def test_work_per_request_and_in_flight_is_bounded(fair_server: Server, data_dir: Path) -> None:
+    url = f"{fair_server.url}/extract"
+    too_large = httpx.post(
+        url, json={"texts": _long_text(data_dir, 301), "task": "NER"}, timeout=60
+    )
+    assert too_large.status_code == 413
+    assert "301 model inputs" in too_large.json()["detail"]
+    assert "limit is 300" in too_large.json()["detail"]
+    large, _ = _start_large(fair_server, data_dir, windows=300)
+    with large:
+        second = httpx.post(
+            url, json={"texts": _long_text(data_dir, 200), "task": "NER"}, timeout=60
+        )
+        assert second.status_code == 503, second.text
+        assert "queued" in second.json()["detail"] and second.headers["retry-after"] == "1"
+    _wait_for(fair_server, lambda s: s["queued_inputs"] == 0)
+
+
+def test_long_texts_are_windowed_by_the_server_as_by_the_library(
+    fair_server: Server, data_dir: Path, embedded: Extractor
+) -> None:
+    """The server cuts texts into windows itself (to interleave them): same records as
+    `Extractor.extract`, which windows inside."""
+    texts = [
+        _long_text(data_dir, 3),
+        "日立製作所の山田太郎社長が会見した。",
+        _long_text(data_dir, 5),
+    ]
+    served = httpx.post(
+        f"{fair_server.url}/extract", json={"texts": texts, "task": "NER"}, timeout=120
+    )
+    assert served.status_code == 200, served.text
+    local = embedded.configured(batch_size=4).extract(texts, task="NER")
+    assert served.json()["records"] == json.loads(json.dumps([example_to_dict(r) for r in local]))
+
+
+def test_sigterm_answers_every_accepted_request_within_the_bound(data_dir: Path) -> None:
+    """12 requests of 60 windows (~180 batches) and a 6 s shutdown bound. Before: requests
+    still queued when uvicorn's grace ran out got 500 or no answer."""
+    grace = 6
+    server = _start("--max-batch", "4", "--max-wait-ms", "0", "--grace-seconds", str(grace))
+    body = {"texts": _long_text(data_dir, 60), "task": "NER"}
+
+    def ask() -> httpx.Response:
+        return httpx.post(f"{server.url}/extract", json=body, timeout=300)
+
+    with ThreadPoolExecutor(max_workers=12) as pool:
+        futures = [pool.submit(ask) for _ in range(12)]
+        _wait_for(server, lambda s: s["requests"] == 12 and s["batches"] > 0)
+        signalled = time.monotonic()
+        server.process.send_signal(signal.SIGTERM)
+        answers = [f.result() for f in futures]
+    log = server.process.communicate(timeout=120)[0].decode()
+    took = time.monotonic() - signalled
+    statuses = [a.status_code for a in answers]
+    assert set(statuses) <= {200, 503}, [a.text for a in answers]
+    assert 503 in statuses  # the work did not fit: the rest was refused, not cut off
+    for a in answers:
+        if a.status_code == 503:
+            assert "shutting down" in a.json()["detail"]
+        else:
+            assert a.json()["records"][0]["text"] == body["texts"]
+    assert server.process.returncode == 0, log
+    assert "timeout graceful shutdown exceeded" not in log  # uvicorn never had to cut work
+    assert took < grace + 30, f"shutdown took {took:.0f} s"  # the bound, plus process exit

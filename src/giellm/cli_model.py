@@ -451,6 +451,21 @@ def serve(
     max_wait_ms: Annotated[
         float, typer.Option(help="how long a request waits for others to batch with")
     ] = 10.0,
+    max_request_inputs: Annotated[
+        int,
+        typer.Option(
+            min=1, max=2**31, help="most model inputs (text windows or prompts) in one request"
+        ),
+    ] = 1024,
+    max_queued_inputs: Annotated[
+        int, typer.Option(min=1, max=2**31, help="most inputs queued at once; more get 503")
+    ] = 8192,
+    grace_seconds: Annotated[
+        int,
+        typer.Option(
+            min=1, max=86400, help="seconds in which SIGTERM answers every accepted request"
+        ),
+    ] = 60,
     constrain: ConstrainOption = True,
     max_new_tokens: MaxNewOption = None,
     device: DeviceOption = "cpu",
@@ -465,6 +480,11 @@ def serve(
     extractor = _extractor(model, constrain, max_batch, device, max_new_tokens, backend, dtype)
     name = "giellm-default" if model is None else model.name
     application = create_app(
-        extractor, model_name=name, max_batch=max_batch, max_wait_ms=max_wait_ms
+        extractor,
+        model_name=name,
+        max_batch=max_batch,
+        max_wait_ms=max_wait_ms,
+        max_request_inputs=max_request_inputs,
+        max_queued_inputs=max_queued_inputs,
     )
-    run_server(application, host=host, port=port)
+    run_server(application, host=host, port=port, grace_seconds=grace_seconds)

@@ -8,6 +8,7 @@ windows are merged back into one record per input, in input order, with the same
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from itertools import islice
@@ -126,6 +127,26 @@ class Extractor:
         self._trie: VocabIndex | None = None
         self._chars: CharIndex | None = None
 
+    def configured(
+        self,
+        *,
+        constrained: bool | None = None,
+        batch_size: int | None = None,
+        max_new_tokens: int | None = None,
+    ) -> Extractor:
+        """A copy with other generation settings sharing this one's loaded model, tokenizer
+        and vocabulary index (no second load); its own metadata copy and counters."""
+        twin = copy.copy(self)
+        twin.meta = copy.copy(self.meta)
+        twin._configure(
+            self.device,
+            self.constrained if constrained is None else constrained,
+            self.batch_size if batch_size is None else batch_size,
+            self.max_new_tokens if max_new_tokens is None else max_new_tokens,
+        )
+        twin._trie, twin._chars = self._trie, self._chars
+        return twin
+
     @property
     def trie(self) -> VocabIndex:
         if self._trie is None:
@@ -220,14 +241,18 @@ class Extractor:
 
     # --- internals ---------------------------------------------------------------------------
 
+    def windows_of(self, text: str, task: str) -> list[tuple[int, int]]:
+        """[start, end) of the windows the model reads of `text` for `task` (as in training:
+        label-only tasks read the first `label_windows` only)."""
+        bounds = window_bounds(len(text), self.meta.window_chars, self.meta.window_overlap)
+        if get_task(task).family == "none":
+            bounds = bounds[: self.meta.label_windows]
+        return bounds
+
     def _windows(self, records: Sequence[Example]) -> list[_Window]:
-        size, overlap = self.meta.window_chars, self.meta.window_overlap
         out = []
         for i, rec in enumerate(records):
-            bounds = window_bounds(len(rec.text), size, overlap)
-            if get_task(rec.task).family == "none":
-                bounds = bounds[: self.meta.label_windows]
-            for start, end in bounds:
+            for start, end in self.windows_of(rec.text, rec.task):
                 part = Example(id=rec.id, task=rec.task, text=rec.text[start:end])
                 out.append(_Window(i, start, part, prompt_ids(self.tokenizer, part.text, rec.task)))
         return out

@@ -1,10 +1,12 @@
 """The HTTP service: extraction with dynamic batching, and OpenAI-compatible completion routes.
 
-One model sits behind one worker thread (a model generates one batch at a time). Concurrent
-requests wait in a queue; the worker takes the oldest, gathers requests of the same kind that
-arrive within `max_wait_ms` up to `max_batch` inputs, generates them as one batch and hands each
-request its own results. On shutdown uvicorn stops accepting connections and the requests already
-queued are finished before the worker stops.
+One model sits behind one worker thread (a model generates one batch at a time). A request
+becomes model inputs (its texts cut into the windows the model reads, or its prompts) that the
+fair batcher (`giellm.batching`) interleaves with other requests' inputs, so a large request
+never holds the model for long; windows are merged back into one record per text. A client
+that disconnects cancels its work. On SIGINT/SIGTERM uvicorn stops accepting connections and
+every accepted request is answered within the shutdown bound: finished, or refused with 503
+before its work starts.
 """
 
 from __future__ import annotations
@@ -12,121 +14,24 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections import deque
-from collections.abc import AsyncIterator, Callable, Hashable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import AsyncIterator, Hashable, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
-from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal, cast
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from giellm.batching import Batcher, Refused
 from giellm.errors import GiellmError
 from giellm.generate import Completion, Extractor
 from giellm.schema import Example, example_to_dict, unpaired_surrogate
 from giellm.tasks import get_task
+from giellm.windows import merge
 
 MAX_TEXTS = 256
 MAX_CHARS = 100_000  # per text: longer ones would hold the model for minutes
-
-
-@dataclass
-class _Job:
-    key: Hashable
-    inputs: list[Any]
-    future: asyncio.Future[list[Any]]
-
-
-@dataclass
-class BatchStats:
-    """What the batcher did (served at /health; tests read it to see batching happen)."""
-
-    requests: int = 0
-    inputs: int = 0
-    batches: int = 0
-    largest_batch: int = 0
-    errors: int = 0
-
-
-@dataclass
-class Batcher:
-    """Merges concurrent jobs with the same key into one call of `run(key, inputs)`."""
-
-    run: Callable[[Hashable, list[Any]], list[Any]]
-    max_batch: int = 64
-    max_wait: float = 0.01
-    stats: BatchStats = field(default_factory=BatchStats)
-
-    def __post_init__(self) -> None:
-        self._queue: asyncio.Queue[_Job] = asyncio.Queue()
-        self._held: deque[_Job] = deque()  # jobs of another key, taken while gathering
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="giellm-model")
-        self._task: asyncio.Task[None] | None = None
-
-    async def submit(self, key: Hashable, inputs: Sequence[Any]) -> list[Any]:
-        future: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
-        self.stats.requests += 1
-        await self._queue.put(_Job(key, list(inputs), future))
-        return await future
-
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._loop())
-
-    async def stop(self) -> None:
-        """Finish every queued job, then stop the worker."""
-        while self._held or not self._queue.empty():
-            await asyncio.sleep(0.01)
-        if self._task is not None:
-            self._task.cancel()
-        self._executor.shutdown(wait=True)
-
-    async def _next(self, timeout: float | None) -> _Job | None:
-        if self._held:
-            return self._held.popleft()
-        if timeout is None:
-            return await self._queue.get()
-        try:
-            return await asyncio.wait_for(self._queue.get(), max(timeout, 0))
-        except TimeoutError:
-            return None
-
-    async def _loop(self) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            first = await self._next(None)
-            assert first is not None
-            jobs, size = [first], len(first.inputs)
-            deadline = loop.time() + self.max_wait
-            others: list[_Job] = []
-            while size < self.max_batch and (job := await self._next(deadline - loop.time())):
-                if job.key == first.key and size + len(job.inputs) <= self.max_batch:
-                    jobs.append(job)
-                    size += len(job.inputs)
-                else:
-                    others.append(job)
-                    if len(others) > self.max_batch:
-                        break
-            self._held.extend(others)
-            inputs = [x for job in jobs for x in job.inputs]
-            try:
-                results = await loop.run_in_executor(self._executor, self.run, first.key, inputs)
-            except Exception as exc:  # one failed batch fails its own requests, not the server
-                self.stats.errors += 1
-                for job in jobs:
-                    if not job.future.done():
-                        job.future.set_exception(exc)
-                continue
-            self.stats.batches += 1
-            self.stats.inputs += size
-            self.stats.largest_batch = max(self.stats.largest_batch, size)
-            offset = 0
-            for job in jobs:
-                if not job.future.done():
-                    job.future.set_result(results[offset : offset + len(job.inputs)])
-                offset += len(job.inputs)
 
 
 # --- request and response bodies ----------------------------------------------------------------
@@ -302,8 +207,14 @@ def create_app(
     max_batch: int = 64,
     max_wait_ms: float = 10.0,
     max_body_bytes: int = 2_000_000,
+    max_request_inputs: int = 1024,
+    max_queued_inputs: int = 8192,
 ) -> FastAPI:
-    """The FastAPI app serving `extractor` (run it with uvicorn, or `giellm serve`)."""
+    """The FastAPI app serving `extractor` (run it with uvicorn, or `giellm serve`).
+
+    An input is one window of text (`/extract`) or one prompt; a request over
+    `max_request_inputs` gets 413, one that would queue more than `max_queued_inputs` 503.
+    """
 
     def run(key: Hashable, inputs: list[Any]) -> list[Any]:
         kind, option, more = cast(tuple[str, Any, Any], key)
@@ -314,7 +225,13 @@ def create_app(
         max_tokens, stop = option, more
         return extractor.complete(inputs, max_tokens=max_tokens, stop=stop)
 
-    batcher = Batcher(run, max_batch=max_batch, max_wait=max_wait_ms / 1000)
+    batcher = Batcher(
+        run,
+        max_batch=max_batch,
+        max_wait=max_wait_ms / 1000,
+        max_request=max_request_inputs,
+        max_queued=max_queued_inputs,
+    )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -334,24 +251,47 @@ def create_app(
         detail = [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in exc.errors()]
         return JSONResponse({"detail": detail}, status_code=422)
 
+    @app.exception_handler(Refused)
+    async def refused(request: Request, exc: Refused) -> JSONResponse:
+        headers = None if exc.retry_after is None else {"Retry-After": str(exc.retry_after)}
+        return JSONResponse({"detail": exc.detail}, status_code=exc.status, headers=headers)
+
+    @app.exception_handler(GiellmError)
+    async def unusable(request: Request, exc: GiellmError) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=422)  # e.g. schema lacks the task
+
+    @app.exception_handler(ClientGone)
+    async def gone(request: Request, exc: ClientGone) -> Response:
+        return Response(status_code=499)  # nginx's "client closed request"; nobody reads it
+
     @app.get("/health")
     async def health() -> dict[str, Any]:
         return {"status": "ok", "model": model_name, "batching": vars(batcher.stats)}
 
     @app.post("/extract")
-    async def extract(body: ExtractRequest) -> ExtractResponse:
+    async def extract(body: ExtractRequest, request: Request) -> ExtractResponse:
         texts = [body.texts] if isinstance(body.texts, str) else body.texts
+        extractor.schema(body.task, body.label_schema)  # refuse a schema without the task now
+        windows = [
+            (i, start, end)
+            for i, t in enumerate(texts)
+            for start, end in extractor.windows_of(t, body.task)
+        ]
         key = ("extract", body.task, body.label_schema)
-        try:
-            found = await batcher.submit(key, texts)
-        except GiellmError as exc:  # e.g. a schema with no label sets for this task
-            return JSONResponse({"detail": str(exc)}, status_code=422)  # type: ignore[return-value]
-        return ExtractResponse(records=[example_to_dict(r) for r in found])
+        found = await _answer(request, batcher, key, [texts[i][s:e] for i, s, e in windows])
+        parts: list[list[tuple[int, Example]]] = [[] for _ in texts]
+        for (i, start, _), part in zip(windows, found, strict=True):
+            parts[i].append((start, part))
+        records = [
+            merge(Example(id=str(i), task=body.task, text=text), parts[i])
+            for i, text in enumerate(texts)
+        ]
+        return ExtractResponse(records=[example_to_dict(r) for r in records])
 
     @app.post("/v1/completions")
-    async def completions(body: CompletionRequest) -> dict[str, Any]:
+    async def completions(body: CompletionRequest, request: Request) -> dict[str, Any]:
         prompts = [body.prompt] if isinstance(body.prompt, str) else body.prompt
-        done: list[Completion] = await batcher.submit(body.batch_key(), prompts)
+        done: list[Completion] = await _answer(request, batcher, body.batch_key(), prompts)
         choices = [
             {"index": i, "text": c.text, "finish_reason": c.finish_reason, "logprobs": None}
             for i, c in enumerate(done)
@@ -359,9 +299,9 @@ def create_app(
         return _envelope("cmpl", "text_completion", body.model or model_name, choices, done)
 
     @app.post("/v1/chat/completions")
-    async def chat(body: ChatRequest) -> dict[str, Any]:
+    async def chat(body: ChatRequest, request: Request) -> dict[str, Any]:
         prompt = render_chat(body.messages, extractor.tokenizer)
-        done: list[Completion] = await batcher.submit(body.batch_key(), [prompt])
+        done: list[Completion] = await _answer(request, batcher, body.batch_key(), [prompt])
         message = {"role": "assistant", "content": done[0].text}
         choices = [{"index": 0, "message": message, "finish_reason": done[0].finish_reason}]
         return _envelope("chatcmpl", "chat.completion", body.model or model_name, choices, done)
@@ -371,6 +311,33 @@ def create_app(
         return {"object": "list", "data": [{"id": model_name, "object": "model"}]}
 
     return app
+
+
+class ClientGone(Exception):
+    """The client disconnected before its answer; nothing is sent."""
+
+
+async def _answer(request: Request, batcher: Batcher, key: Hashable, inputs: list[Any]) -> Any:
+    """The batcher's results for `inputs`; if the client disconnects first, its work is
+    cancelled (inputs not yet generated are dropped) instead of running on for nobody."""
+    job = batcher.submit(key, inputs)
+    gone: asyncio.Future[Any] = asyncio.ensure_future(_disconnected(request))
+    waited: list[asyncio.Future[Any]] = [job.future, gone]
+    try:
+        await asyncio.wait(waited, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        gone.cancel()
+        if not job.future.done():
+            batcher.cancel(job)  # the client left, or this handler was cancelled
+    if job.future.cancelled():
+        raise ClientGone
+    return job.future.result()
+
+
+async def _disconnected(request: Request) -> None:
+    """Returns once the client has gone (the body is read by now; what is left is that)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
 
 
 def _envelope(
@@ -393,11 +360,18 @@ def _version() -> str:
 
 
 def run_server(app: FastAPI, *, host: str, port: int, grace_seconds: int = 60) -> None:
-    """Serve until SIGINT/SIGTERM, finish the requests in flight, then return normally."""
+    """Serve until SIGINT/SIGTERM, answer every accepted request within `grace_seconds`
+    (finished, or 503 before its work starts), then return normally."""
     import uvicorn
+
+    batcher: Batcher = app.state.batcher
+    # the batcher's own deadline leaves room for the last batch's answers to be written
+    # before uvicorn cancels whatever is left at `grace_seconds`
+    batcher_deadline = max(0.5 * grace_seconds, min(0.9 * grace_seconds, grace_seconds - 2))
 
     class _Server(uvicorn.Server):
         def handle_exit(self, sig: int, frame: Any) -> None:
+            batcher.begin_shutdown(batcher_deadline)
             super().handle_exit(sig, frame)
             # uvicorn re-raises the signal once shut down, turning a clean stop into a
             # KeyboardInterrupt traceback or a kill; the shutdown already was graceful
