@@ -1,0 +1,180 @@
+"""giellm as a spaCy pipeline component, for pipelines Japanese users already run (GiNZA).
+
+    nlp = spacy.load("ja_ginza")
+    nlp.add_pipe("giellm", config={"task": "NER", "schema": "stockmark"})
+
+The factory is registered through the `spacy_factories` entry point, so `add_pipe("giellm")`
+works after `pip install giellm`. For each Doc it extracts its task from `doc.text` and sets:
+
+- `doc.ents`: the entities, as spans aligned to the Doc's tokens (replacing the entities earlier
+  components set, or with `overwrite_ents = false` kept beside them where they do not clash);
+- `doc.spans["giellm"]`: the entities that could not be `doc.ents` — edges inside a token
+  (kept with `alignment_mode="expand"`: the smallest token span covering them) or overlapping
+  another entity — counted in `component.counts`;
+- `doc.cats`: for a text-level label (TC, SA, …) 1.0 on the predicted label, 0.0 on the others;
+- `doc._.giellm[TASK]`: the whole record in giellm's JSON form (relations, events, PAS too;
+  None for a blank Doc), one key per giellm component in the pipeline.
+
+`nlp.pipe` hands documents to the extractor `batch_size` at a time (windows of all of them are
+batched together). Serialisation keeps only the config: the weights stay in the model directory
+or package named by `model`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from itertools import islice
+from pathlib import Path
+
+from spacy.language import Language
+from spacy.tokens import Doc, Span
+from spacy.util import filter_spans
+
+from giellm.schema import Example, example_to_dict
+from giellm.tasks import get_task
+
+EXTENSION = "giellm"
+SPANS_KEY = "giellm"
+
+
+@Language.factory(  # type: ignore[untyped-decorator]
+    "giellm",
+    default_config={
+        "task": "NER",
+        "model": None,
+        "schema": None,
+        "batch_size": 64,
+        "constrain": True,
+        "overwrite_ents": True,
+        "max_new_tokens": None,
+        "device": "cpu",
+    },
+    assigns=["doc.ents", "doc.cats", "doc.spans", f"doc._.{EXTENSION}"],
+)
+def make_giellm(
+    nlp: Language,
+    name: str,
+    task: str,
+    model: str | None,
+    schema: str | None,
+    batch_size: int,
+    constrain: bool,
+    overwrite_ents: bool,
+    max_new_tokens: int | None,
+    device: str,
+) -> GiellmComponent:
+    """The `giellm` factory: `model` is a giellm model directory or base name (None: the
+    embedded default), `schema` a dataset whose label sets constrain the output."""
+    return GiellmComponent(
+        name,
+        task=task,
+        model=model,
+        schema=schema,
+        batch_size=batch_size,
+        constrain=constrain,
+        overwrite_ents=overwrite_ents,
+        max_new_tokens=max_new_tokens,
+        device=device,
+    )
+
+
+class GiellmComponent:
+    """Extracts one task per Doc with a giellm model (see the module docstring)."""
+
+    def __init__(
+        self,
+        name: str = "giellm",
+        *,
+        task: str = "NER",
+        model: str | None = None,
+        schema: str | None = None,
+        batch_size: int = 64,
+        constrain: bool = True,
+        overwrite_ents: bool = True,
+        max_new_tokens: int | None = None,
+        device: str = "cpu",
+    ) -> None:
+        self.name = name
+        from giellm.generate import Extractor  # spaCy imports this module for every pipeline
+
+        self.task = get_task(task).name  # an unknown task fails here, before the model loads
+        self.schema = schema
+        self.overwrite_ents = overwrite_ents
+        self.extractor = Extractor(
+            model,
+            device=device,
+            constrained=constrain,
+            batch_size=batch_size,
+            max_new_tokens=max_new_tokens,
+        )
+        self.labels = self.extractor.schema(self.task, schema).labels  # checks the schema too
+        self.counts = {"docs": 0, "entities": 0, "misaligned": 0, "overlapping": 0}
+        if not Doc.has_extension(EXTENSION):
+            Doc.set_extension(EXTENSION, default=None)
+
+    def __call__(self, doc: Doc) -> Doc:
+        (done,) = self.pipe([doc], batch_size=1)
+        return done
+
+    def pipe(self, stream: Iterable[Doc], *, batch_size: int | None = None) -> Iterator[Doc]:
+        """Annotate docs in order, extracting `batch_size` of them at a time."""
+        size = batch_size or self.extractor.batch_size
+        docs = iter(stream)
+        while chunk := list(islice(docs, size)):
+            records = [
+                Example(id=str(i), task=self.task, text=doc.text)
+                for i, doc in enumerate(chunk)
+                if doc.text.strip()  # a blank Doc has nothing to extract
+            ]
+            predicted = self.extractor.predict(records, schema=self.schema)
+            found = {p.example.id: p.example for p in predicted}
+            for i, doc in enumerate(chunk):
+                self.annotate(doc, found.get(str(i)))
+                yield doc
+
+    def annotate(self, doc: Doc, record: Example | None) -> None:
+        """Set the Doc's entities, categories and extension from its giellm record (None for
+        a blank Doc: the extension says so, nothing else changes)."""
+        self.counts["docs"] += 1
+        if doc._.get(EXTENSION) is None:
+            doc._.set(EXTENSION, {})
+        doc._.get(EXTENSION)[self.task] = None if record is None else example_to_dict(record)
+        if record is None:
+            return
+        if self.labels:
+            doc.cats.update({label: float(label == record.label) for label in self.labels})
+        elif record.label is not None:  # an open label set: the one predicted
+            doc.cats[record.label] = 1.0
+        if get_task(self.task).family != "entities":
+            return
+        aligned, misaligned = [], []
+        for entity in record.entities:
+            span = doc.char_span(entity.start, entity.end, label=entity.type)
+            if span is not None:
+                aligned.append(span)
+                continue
+            expanded = doc.char_span(
+                entity.start, entity.end, label=entity.type, alignment_mode="expand"
+            )
+            misaligned += [expanded] if expanded is not None else []
+        kept = [] if self.overwrite_ents else list(doc.ents)
+        ours = [s for s in filter_spans(aligned) if not _clashes(s, kept)]
+        overlapping = [s for s in aligned if s not in ours]
+        doc.ents = sorted(kept + ours, key=lambda s: s.start)
+        doc.spans[SPANS_KEY] = misaligned + overlapping
+        self.counts["entities"] += len(record.entities)
+        self.counts["misaligned"] += len(misaligned)
+        self.counts["overlapping"] += len(overlapping)
+
+    # spaCy calls these on nlp.to_disk / from_disk: the config (the factory's arguments) is
+    # what is saved, by spaCy itself; the weights stay where `model` names them
+
+    def to_disk(self, path: str | Path, *, exclude: Iterable[str] = ()) -> None:
+        Path(path).mkdir(parents=True, exist_ok=True)
+
+    def from_disk(self, path: str | Path, *, exclude: Iterable[str] = ()) -> GiellmComponent:
+        return self
+
+
+def _clashes(span: Span, others: list[Span]) -> bool:
+    return any(span.start < o.end and o.start < span.end for o in others)

@@ -1,0 +1,144 @@
+"""The `giellm` spaCy component in a real GiNZA pipeline (ja_ginza), on shared sentences, with
+the embedded model: entities, categories, the record extension, serialisation, the entry point."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+spacy = pytest.importorskip("spacy")
+pytest.importorskip("ja_ginza")
+
+from giellm.data.registry import get_format, load  # noqa: E402
+from giellm.errors import GiellmError  # noqa: E402
+from giellm.schema import Entity, Example  # noqa: E402
+from giellm.spacy_component import GiellmComponent  # noqa: E402
+
+SA_LABELS = get_format("jrte").schema("SA").labels
+
+
+@pytest.fixture(scope="module")
+def ginza() -> spacy.Language:
+    return spacy.load("ja_ginza")
+
+
+@pytest.fixture(scope="module")
+def texts(data_dir: Path) -> list[str]:
+    ner = [r.text for r in load("stockmark", "dev", "NER", data_dir)[:12]]
+    return ner + [r.text for r in load("jrte", "dev", "SA", data_dir)[:4]]
+
+
+@pytest.fixture(scope="module")
+def nlp() -> spacy.Language:
+    pipeline = spacy.load("ja_ginza")
+    pipeline.add_pipe("giellm", config={"task": "NER", "schema": "stockmark", "batch_size": 8})
+    pipeline.add_pipe("giellm", name="giellm_sa", config={"task": "SA", "schema": "jrte"})
+    return pipeline
+
+
+def _entities(record: dict[str, object]) -> set[tuple[int, int, str]]:
+    return {(e["start"], e["end"], e["type"]) for e in record.get("entities", [])}  # type: ignore[attr-defined, index]
+
+
+def test_ginza_then_giellm_sets_ents_cats_and_the_record(
+    nlp: spacy.Language, texts: list[str]
+) -> None:
+    docs = list(nlp.pipe(texts, batch_size=8))
+    assert [d.text for d in docs] == texts  # in order
+    component: GiellmComponent = nlp.get_pipe("giellm")
+    fallback = 0
+    for doc in docs:
+        ner, sa = doc._.giellm["NER"], doc._.giellm["SA"]
+        assert ner["text"] == doc.text and ner["task"] == "NER" and sa["task"] == "SA"
+        predicted = _entities(ner)
+        for e in ner.get("entities", []):
+            assert doc.text[e["start"] : e["end"]] == e["text"]
+        # every predicted entity is a token-aligned doc.ents span or, as the documented
+        # fallback, in doc.spans["giellm"]: expanded to tokens (or overlapping another)
+        ents = {(s.start_char, s.end_char, s.label_) for s in doc.ents}
+        assert ents <= predicted  # GiNZA's own entities were replaced (overwrite_ents)
+        for start, end, label in predicted - ents:
+            assert any(
+                s.start_char <= start and end <= s.end_char and s.label_ == label
+                for s in doc.spans["giellm"]
+            )
+        fallback += len(doc.spans["giellm"])
+        # cats: the SA label as one-hot over the schema's labels
+        assert set(doc.cats) == set(SA_LABELS)
+        assert [k for k, v in doc.cats.items() if v == 1.0] == [sa["label"]]
+    assert component.counts["docs"] == len(texts)
+    assert component.counts["misaligned"] + component.counts["overlapping"] == fallback
+    assert component.counts["entities"] == sum(len(_entities(d._.giellm["NER"])) for d in docs)
+
+
+def test_ginza_entities_are_kept_when_asked(ginza: spacy.Language, texts: list[str]) -> None:
+    own = [{(e.start_char, e.end_char, e.label_) for e in d.ents} for d in ginza.pipe(texts)]
+    assert any(own)  # GiNZA finds entities in these sentences
+    ginza.add_pipe("giellm", name="keep", config={"task": "NER", "overwrite_ents": False})
+    try:
+        for doc, before in zip(ginza.pipe(texts), own, strict=True):
+            after = {(e.start_char, e.end_char, e.label_) for e in doc.ents}
+            assert before <= after  # nothing of GiNZA's lost; giellm's added where free
+            assert after - before <= _entities(doc._.giellm["NER"])
+    finally:
+        ginza.remove_pipe("keep")
+
+
+def test_spans_that_do_not_align_fall_back_to_expanded_spans(ginza: spacy.Language) -> None:
+    """A record whose entity edge falls inside a token (the model's spans are characters)."""
+    component: GiellmComponent = spacy.blank("ja").add_pipe("giellm", config={"task": "NER"})
+    doc = ginza.make_doc("東京都に住む田中太郎はトヨタ自動車に勤めている。")
+    tokens = [t.text for t in doc]
+    assert "トヨタ" in tokens or "トヨタ自動車" in tokens
+    record = Example(
+        id="0",
+        task="NER",
+        text=doc.text,
+        entities=(
+            Entity(text="東京都", start=0, end=3, type="地名"),
+            Entity(text="ヨタ自", start=12, end=15, type="法人名"),  # inside tokens
+        ),
+    )
+    before = component.counts["misaligned"]
+    component.annotate(doc, record)
+    assert [(e.text, e.label_) for e in doc.ents] == [("東京都", "地名")]
+    (expanded,) = doc.spans["giellm"]
+    assert expanded.start_char <= 12 and expanded.end_char >= 15 and expanded.label_ == "法人名"
+    assert component.counts["misaligned"] == before + 1
+
+
+def test_blank_docs_and_bad_config(nlp: spacy.Language) -> None:
+    doc = nlp("   ")
+    assert doc._.giellm == {"NER": None, "SA": None} and not doc.ents
+    with pytest.raises(GiellmError, match="unknown task 'POS'"):
+        spacy.blank("ja").add_pipe("giellm", config={"task": "POS"})
+    with pytest.raises(GiellmError, match="no label sets for TC"):
+        spacy.blank("ja").add_pipe("giellm", config={"task": "TC", "schema": "stockmark"})
+
+
+def test_to_disk_and_back_keeps_the_config(nlp: spacy.Language, tmp_path: Path) -> None:
+    nlp.to_disk(tmp_path / "pipeline")
+    loaded = spacy.load(tmp_path / "pipeline")
+    assert loaded.pipe_names == nlp.pipe_names
+    for name in ("giellm", "giellm_sa"):
+        assert loaded.get_pipe_config(name) == nlp.get_pipe_config(name)
+    doc = loaded("日立製作所の山田太郎社長が会見した。")
+    assert set(doc._.giellm) == {"NER", "SA"} and set(doc.cats) == set(SA_LABELS)
+
+
+def test_the_factory_is_found_through_its_entry_point() -> None:
+    """A fresh interpreter that never imports giellm: `add_pipe("giellm")` works."""
+    code = (
+        "import json, spacy; nlp = spacy.blank('ja');"
+        "nlp.add_pipe('giellm', config={'task': 'SA'});"
+        "print(json.dumps(nlp('とても楽しい旅行でした。')._.giellm, ensure_ascii=False))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=600
+    )
+    record = json.loads(out.stdout)["SA"]
+    assert record["text"] == "とても楽しい旅行でした。" and record["label"] is not None
