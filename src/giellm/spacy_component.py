@@ -15,8 +15,8 @@ works after `pip install giellm`. For each Doc it extracts its task from `doc.te
 - `doc._.giellm[TASK]`: the whole record in giellm's JSON form (relations, events, PAS too;
   None for a blank Doc), one key per giellm component in the pipeline.
 
-`nlp.pipe` hands documents to the extractor `batch_size` at a time (windows of all of them are
-batched together). Serialisation keeps only the config: the weights stay in the model directory
+`nlp.pipe(batch_size=N)` hands the extractor N documents at a time, and it generates their
+windows `batch_size` (the config's) at a time across documents. Serialisation keeps only the config: the weights stay in the model directory
 or package named by `model`.
 """
 
@@ -117,7 +117,8 @@ class GiellmComponent:
         return done
 
     def pipe(self, stream: Iterable[Doc], *, batch_size: int | None = None) -> Iterator[Doc]:
-        """Annotate docs in order, extracting `batch_size` of them at a time."""
+        """Annotate docs in order, `batch_size` documents per extraction (spaCy passes
+        `nlp.pipe`'s; default: the model batch)."""
         size = batch_size or self.extractor.batch_size
         docs = iter(stream)
         while chunk := list(islice(docs, size)):
