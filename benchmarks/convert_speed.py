@@ -14,7 +14,7 @@ from pathlib import Path
 
 from giellm.data.jsonl import dumps
 from giellm.data.registry import FORMATS, dataset_path, shared_data_dir
-from giellm.format import decode, encode
+from giellm.layout.format import decode, encode
 
 REPEATS = 7
 

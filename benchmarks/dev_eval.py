@@ -1,7 +1,7 @@
 """Dev-split figures of a model on every shared task it was trained for, with timings.
 
 Each case predicts a shared dev split (constrained decoding, the model's own label sets narrowed
-to the dataset's) and scores it with `giellm.metrics`; a majority-label row shows what a
+to the dataset's) and scores it with `giellm.evaluation.metrics`; a majority-label row shows what a
 classifier must beat. Prints a table and writes the JSON to results/.
 
 Run: .venv/bin/python benchmarks/dev_eval.py [--model DIR] [--limit N] [--out results/x.json]
@@ -23,10 +23,10 @@ from rich.console import Console
 from rich.table import Table
 
 from giellm.data.registry import load
-from giellm.generate import Extractor
-from giellm.metrics import score
+from giellm.evaluation.metrics import score
+from giellm.evaluation.report import DEFAULT_CASES, spread
+from giellm.inference.extractor import Extractor
 from giellm.progress import record_progress
-from giellm.report import DEFAULT_CASES, spread
 
 
 def _fmt(value: float | None) -> str:

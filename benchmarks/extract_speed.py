@@ -31,8 +31,8 @@ from rich.progress import track
 
 from giellm.data.jsonl import write_jsonl
 from giellm.data.registry import load
-from giellm.generate import Extractor
-from giellm.model.sequences import prompt_ids
+from giellm.inference.extractor import Extractor
+from giellm.models.sequences import prompt_ids
 
 GIELLM = str(Path(sys.executable).parent / "giellm")
 

@@ -31,8 +31,8 @@ from rich.progress import track
 
 from giellm.data.jsonl import write_jsonl
 from giellm.data.registry import load
-from giellm.generate import Extractor
-from giellm.metrics import score
+from giellm.evaluation.metrics import score
+from giellm.inference.extractor import Extractor
 
 GIELLM = str(Path(sys.executable).parent / "giellm")
 

@@ -26,7 +26,7 @@ STEPS = """
 import json, time
 t0 = time.perf_counter()
 import torch
-from giellm.model.bases import load_base, load_base_tokenizer, resolve_base
+from giellm.models.bases import load_base, load_base_tokenizer, resolve_base
 t1 = time.perf_counter()
 source = resolve_base("gemma-3-270m")
 t2 = time.perf_counter()

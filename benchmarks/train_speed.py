@@ -16,8 +16,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from giellm.model.loading import DEFAULT_MODEL_DIR
-from giellm.train import iter_log
+from giellm.models.loading import DEFAULT_MODEL_DIR
+from giellm.training.run import iter_log
 
 GIELLM = str(Path(sys.executable).parent / "giellm")
 

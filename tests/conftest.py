@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from giellm.data.registry import FORMATS, DatasetFormat, dataset_path, load, shared_data_dir
-from giellm.generate import Extractor
-from giellm.model.tiny import ARCHITECTURES, TinySpec, build_tiny
-from giellm.model.tokenizer import train_tokenizer
+from giellm.inference.extractor import Extractor
+from giellm.models.tiny import ARCHITECTURES, TinySpec, build_tiny
+from giellm.models.tokenizer import train_tokenizer
 
 GIELLM = str(Path(sys.executable).parent / "giellm")
 
@@ -68,7 +68,7 @@ def tokenizer_dir(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> P
 @pytest.fixture(scope="session")
 def tiny_gemma(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A random Gemma 3 GGUF with a SentencePiece-style vocabulary (byte fallback, controls)."""
-    from giellm.model.tiny_gguf import write_tiny_gemma_gguf
+    from giellm.models.tiny_gguf import write_tiny_gemma_gguf
 
     texts = [ex.text for ex in load("stockmark", "train", "NER", data_dir)][:800]
     texts += [ex.text for ex in load("kwdlc", "train", "NER", data_dir)][:100]

@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from giellm.constrain import Grammar, TokenGuide
-from giellm.generate import Extractor
+from giellm.constraints.automaton import Grammar, TokenGuide
+from giellm.inference.extractor import Extractor
 from giellm.schema import Example
 
 TIE = 0.25  # logit gap below which two picks count as a near tie (see the calibration test)

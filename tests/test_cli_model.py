@@ -119,7 +119,7 @@ def test_embedded_model_is_used_without_model_and_finds_real_entities(
     assert "0 items dropped by the decoder" in done.stderr
     predictions = list(read_jsonl(pred))
     assert [p.id for p in predictions] == [g.id for g in gold]
-    from giellm.metrics import score
+    from giellm.evaluation.metrics import score
 
     report = score(gold, predictions)
     assert report.micro.tp > 0  # it really finds entities, not only well-formed output

@@ -12,11 +12,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from giellm.constrain import OPEN, Grammar, VocabIndex
+from giellm.constraints.automaton import OPEN, Grammar, VocabIndex
 from giellm.data.registry import get_format, load
-from giellm.format import decode, encode_target
-from giellm.generate import Extractor
-from giellm.model.tokenizer import token_bytes
+from giellm.inference.extractor import Extractor
+from giellm.layout.format import decode, encode_target
+from giellm.models.tokenizer import token_bytes
 from giellm.schema import Example
 from giellm.tasks import LabelSchema
 

@@ -8,14 +8,14 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from giellm.constrain import OPEN, Grammar, TokenGuide, VocabIndex
+from giellm.constraints.automaton import OPEN, Grammar, TokenGuide, VocabIndex
 from giellm.data.registry import get_format, load
-from giellm.format import encode_target
-from giellm.generate import Extractor
-from giellm.model.decoding import _joinable, _new_cache, greedy
-from giellm.model.sequences import prompt_ids
-from giellm.model.tiny import ARCHITECTURES
-from giellm.model.tokenizer import token_bytes
+from giellm.inference.extractor import Extractor
+from giellm.layout.format import encode_target
+from giellm.models.decoding import _joinable, _new_cache, greedy
+from giellm.models.sequences import prompt_ids
+from giellm.models.tiny import ARCHITECTURES
+from giellm.models.tokenizer import token_bytes
 from greedy_agreement import TIE, first_partings
 
 

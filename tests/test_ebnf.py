@@ -8,9 +8,9 @@ import pytest
 import xgrammar as xgr
 from xgrammar.testing import _is_grammar_accept_string as accepts
 
+from giellm.constraints.ebnf import layout_grammar
 from giellm.data.registry import get_format, load
-from giellm.ebnf import layout_grammar
-from giellm.format import decode, encode_target
+from giellm.layout.format import decode, encode_target
 from giellm.tasks import LabelSchema
 
 CASES = [
@@ -87,7 +87,7 @@ def test_xgrammar_constrained_generation_decodes_cleanly(
     import torch
     from xgrammar.contrib.hf import LogitsProcessor
 
-    from giellm.model.sequences import prompt_ids
+    from giellm.models.sequences import prompt_ids
 
     ex = request.getfixturevalue("gemma_extractor" if model == "gemma" else "embedded")
     info = xgr.TokenizerInfo.from_huggingface(ex.tokenizer, vocab_size=ex.model.config.vocab_size)

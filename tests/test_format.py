@@ -7,7 +7,7 @@ import string
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from giellm.format import build_prompt, decode, encode, encode_target, escape, unescape
+from giellm.layout.format import build_prompt, decode, encode, encode_target, escape, unescape
 from giellm.schema import Argument, Entity, Event, Example, Relation, Span
 from giellm.tasks import LabelSchema
 

@@ -16,12 +16,12 @@ import torch
 from conftest import run_cli
 from giellm.data.registry import load
 from giellm.errors import GiellmError
-from giellm.generate import Extractor
-from giellm.model import bases
-from giellm.model.bases import PackagedGGUF, load_base, load_base_tokenizer, resolve_base
-from giellm.model.tokenizer import token_bytes
-from giellm.train import iter_log, run
-from giellm.train_config import DataSource, LoraSettings, TrainConfig
+from giellm.inference.extractor import Extractor
+from giellm.models import bases
+from giellm.models.bases import PackagedGGUF, load_base, load_base_tokenizer, resolve_base
+from giellm.models.tokenizer import token_bytes
+from giellm.training.config import DataSource, LoraSettings, TrainConfig
+from giellm.training.run import iter_log, run
 
 
 def _same_as_transformers(gguf: Path) -> None:
@@ -158,7 +158,7 @@ def test_output_vocabulary_keeps_the_greedy_choice(
     full._output_vocab = lambda grammars: None  # type: ignore[method-assign]
     got = [p.example for p in subset.predict(records, schema="stockmark")]
     assert got == [p.example for p in full.predict(records, schema="stockmark")]
-    from giellm.constrain import Grammar
+    from giellm.constraints.automaton import Grammar
 
     grammars = [Grammar("NER", subset.schema("NER", "stockmark"), r.text) for r in records]
     assert len(subset._output_vocab(grammars)) < len(subset.tokenizer)  # real pruning happened

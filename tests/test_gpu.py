@@ -16,8 +16,8 @@ import torch
 from conftest import GIELLM, run_cli
 from giellm.data.jsonl import write_jsonl
 from giellm.data.registry import get_format, load
-from giellm.generate import Extractor
-from giellm.model.loading import DEFAULT_MODEL_DIR
+from giellm.inference.extractor import Extractor
+from giellm.models.loading import DEFAULT_MODEL_DIR
 from greedy_agreement import TIE, first_partings
 from test_serve import _start, _stop
 
@@ -47,7 +47,7 @@ def test_hf_backend_runs_bf16_on_cuda(data_dir: Path) -> None:
 
 def _vllm(model: Path | None = None, **options: object) -> object:
     pytest.importorskip("vllm")
-    from giellm.vllm_backend import VllmExtractor
+    from giellm.inference.backends.vllm import VllmExtractor
 
     # eager mode: no CUDA-graph capture or compilation, so the tests start quickly
     return VllmExtractor(model, gpu_memory_utilization=0.3, enforce_eager=True, **options)

@@ -11,7 +11,7 @@ from seqeval.scheme import IOB2
 
 from conftest import shared_path
 from giellm.data.registry import get_format
-from giellm.metrics import Counts, pair_by_id, score
+from giellm.evaluation.metrics import Counts, pair_by_id, score
 from giellm.schema import Entity, Example
 
 

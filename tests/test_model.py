@@ -14,11 +14,11 @@ import torch
 from safetensors.torch import load_file
 
 from giellm.data.registry import get_format, load
-from giellm.generate import Extractor
-from giellm.model.tiny import ARCHITECTURES, TinySpec
-from giellm.model.tokenizer import token_bytes
-from giellm.train import iter_log, run
-from giellm.train_config import DataSource, LoraSettings, TrainConfig
+from giellm.inference.extractor import Extractor
+from giellm.models.tiny import ARCHITECTURES, TinySpec
+from giellm.models.tokenizer import token_bytes
+from giellm.training.config import DataSource, LoraSettings, TrainConfig
+from giellm.training.run import iter_log, run
 
 STOCKMARK_TYPES = get_format("stockmark").schema("NER").entity_types
 
@@ -91,7 +91,7 @@ def test_full_finetune_changes_weights_and_reloads(
 
 
 def test_from_scratch_pretrains_and_records_schemas(tmp_path: Path) -> None:
-    from giellm.train_config import PretrainSettings
+    from giellm.training.config import PretrainSettings
 
     config = _config(
         tmp_path / "run",
@@ -120,7 +120,7 @@ def test_checkpoints_rotate_only_after_the_new_one_is_complete(
     base_models: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """With save_total_limit 1 a complete checkpoint exists at every moment of the run."""
-    import giellm.train as train_module
+    import giellm.training.run as train_module
 
     seen: list[list[str]] = []
     real_rmtree = train_module.shutil.rmtree

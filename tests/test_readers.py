@@ -13,7 +13,7 @@ from conftest import shared_path
 from giellm.data import mix
 from giellm.data.registry import get_format, load
 from giellm.errors import DataError, GiellmError
-from giellm.format import encode_target
+from giellm.layout.format import encode_target
 from giellm.schema import Example
 
 # (format, split, task) -> (records, word-level items), from each dataset's SOURCE.md

@@ -14,7 +14,7 @@ import pytest
 from conftest import GIELLM, run_cli
 from giellm.data.jsonl import dumps, read_jsonl, resume_count, write_jsonl
 from giellm.data.registry import load
-from giellm.generate import Extractor
+from giellm.inference.extractor import Extractor
 from giellm.schema import Example
 
 GOOD = [
@@ -237,7 +237,7 @@ def test_extractor_settings_are_checked_before_loading(embedded: Extractor) -> N
 
 
 def test_repeated_arguments_are_dropped_once_each() -> None:
-    from giellm.format import decode
+    from giellm.layout.format import decode
     from giellm.schema import Example
     from giellm.tasks import LabelSchema
 

@@ -9,15 +9,26 @@ from pathlib import Path
 import pytest
 
 from conftest import run_cli
-from giellm.ablation import Ablation, Variant, systems, train_variants
-from giellm.baselines.fewshot import FewShotClient, chat_messages, completion_prompt, pick_shots
-from giellm.baselines.ginza import MAPPINGS, GinzaNER
 from giellm.data.registry import get_format, load
-from giellm.generate import Extractor
-from giellm.metrics import score
-from giellm.report import ablation_findings, comparisons, results_table, spread, write_report
-from giellm.serve import background_server, create_app
-from giellm.train_config import DataSource
+from giellm.evaluation.baselines.fewshot import (
+    FewShotClient,
+    chat_messages,
+    completion_prompt,
+    pick_shots,
+)
+from giellm.evaluation.baselines.ginza import MAPPINGS, GinzaNER
+from giellm.evaluation.metrics import score
+from giellm.evaluation.report import (
+    ablation_findings,
+    comparisons,
+    results_table,
+    spread,
+    write_report,
+)
+from giellm.inference.extractor import Extractor
+from giellm.service.app import background_server, create_app
+from giellm.training.ablation import Ablation, Variant, systems, train_variants
+from giellm.training.config import DataSource
 
 
 def test_ginza_maps_only_types_it_really_tags_onto_the_dataset_types() -> None:

@@ -9,7 +9,7 @@ import pytest
 from conftest import shared_cases
 from giellm.data.jsonl import dumps, parse_line
 from giellm.data.registry import DatasetFormat, dataset_path
-from giellm.format import decode, encode
+from giellm.layout.format import decode, encode
 
 
 @pytest.mark.parametrize(

@@ -19,7 +19,7 @@ import pytest
 
 from conftest import GIELLM
 from giellm.data.registry import get_format, load
-from giellm.generate import Extractor
+from giellm.inference.extractor import Extractor
 from giellm.schema import example_to_dict
 
 

@@ -15,8 +15,8 @@ pytest.importorskip("ja_ginza")
 
 from giellm.data.registry import get_format, load  # noqa: E402
 from giellm.errors import GiellmError  # noqa: E402
+from giellm.integrations.spacy_component import GiellmComponent  # noqa: E402
 from giellm.schema import Entity, Example  # noqa: E402
-from giellm.spacy_component import GiellmComponent  # noqa: E402
 
 SA_LABELS = get_format("jrte").schema("SA").labels
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from giellm.errors import GiellmError
-from giellm.train_config import TrainConfig, load_config
+from giellm.training.config import TrainConfig, load_config
 
 CONFIGS = sorted((Path(__file__).resolve().parent.parent / "configs").glob("*.yaml"))
 TRAIN_CONFIGS = [c for c in CONFIGS if not c.name.startswith(("accelerate", "ablation"))]
@@ -23,7 +23,7 @@ def test_shipped_configs_load(path: Path) -> None:
 
 
 def test_shipped_ablation_config_loads() -> None:
-    from giellm.ablation import load_ablation
+    from giellm.training.ablation import load_ablation
 
     ablation = load_ablation(CONFIGS[0].parent / "ablation.yaml")
     assert ablation.max_steps > 0 and len(ablation.variants) >= 4
@@ -59,7 +59,7 @@ def test_config_mistakes_are_named(tmp_path: Path, text: str, message: str) -> N
 
 
 def test_every_setting_is_a_flag() -> None:
-    from giellm.train_config import FLAGS, TrainConfig, apply_flags, config_from_dict
+    from giellm.training.config import FLAGS, TrainConfig, apply_flags, config_from_dict
 
     names = {f.name for f in dataclasses.fields(TrainConfig)} - {"data", "resume", "tiny"}
     names -= {"lora", "pretrain"}
@@ -86,7 +86,7 @@ def test_every_setting_is_a_flag() -> None:
 )
 def test_flag_mistakes_are_named(args: list[str], message: str) -> None:
     from giellm.errors import GiellmError
-    from giellm.train_config import apply_flags, config_from_dict
+    from giellm.training.config import apply_flags, config_from_dict
 
     data = {"output_dir": "x", "data": [{"dataset": "stockmark", "task": "NER"}]}
     with pytest.raises(GiellmError, match=re.escape(message)):

@@ -11,9 +11,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from giellm import train as training
-from giellm.train import iter_log, run
-from giellm.train_config import DataSource, TrainConfig
+from giellm.training import run as training
+from giellm.training.config import DataSource, TrainConfig
+from giellm.training.run import iter_log, run
 
 
 def _config(out: Path, base: Path, **kw: object) -> TrainConfig:

@@ -10,8 +10,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from giellm.data.registry import load
+from giellm.layout.windows import crop, merge, window_bounds
 from giellm.schema import Example
-from giellm.windows import crop, merge, window_bounds
 
 
 @given(length=st.integers(0, 2000), size=st.integers(1, 300), data=st.data())

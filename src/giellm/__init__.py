@@ -1,7 +1,7 @@
 """giellm: unified Japanese information extraction with one fine-tuned LLM (GIELLM)."""
 
-from giellm.format import decode, encode
-from giellm.generate import Extractor, Prediction
+from giellm.inference.extractor import Extractor, Prediction
+from giellm.layout.format import decode, encode
 from giellm.schema import Argument, Entity, Event, Example, Relation, Span
 from giellm.tasks import TASKS, LabelSchema, get_task
 

@@ -15,17 +15,17 @@ from itertools import islice
 from pathlib import Path
 from typing import Any
 
-from giellm.constrain import Grammar, TokenGuide, VocabIndex
+from giellm.constraints.automaton import Grammar, TokenGuide, VocabIndex
+from giellm.constraints.output_vocab import CharIndex
 from giellm.data.registry import get_format
 from giellm.errors import GiellmError
-from giellm.format import decode
-from giellm.model.loading import load_model
-from giellm.model.output_vocab import CharIndex
-from giellm.model.sequences import prompt_ids
-from giellm.model.tokenizer import token_bytes
+from giellm.layout.format import decode
+from giellm.layout.windows import merge, window_bounds
+from giellm.models.loading import load_model
+from giellm.models.sequences import prompt_ids
+from giellm.models.tokenizer import token_bytes
 from giellm.schema import Example
 from giellm.tasks import LabelSchema, get_task
-from giellm.windows import merge, window_bounds
 
 
 @dataclass(frozen=True)
@@ -343,7 +343,7 @@ class Extractor:
         on_done: Callable[[int, list[int], bool], None] | None = None,
         vocab: Any = None,
     ) -> list[tuple[list[int], bool]]:
-        from giellm.model.decoding import greedy  # torch loads only when a model runs
+        from giellm.models.decoding import greedy  # torch loads only when a model runs
 
         tok = self.tokenizer
         return greedy(

@@ -1,11 +1,10 @@
-"""The `giellm` command: thin wrappers that parse arguments and call the library."""
+"""The data commands of `giellm` (convert, evaluate, datasets): argument parsing, then one
+library call each."""
 
 from __future__ import annotations
 
 import json
-import sys
 import time
-import warnings
 from collections import Counter
 from pathlib import Path
 from typing import Annotated, Any
@@ -17,16 +16,9 @@ from rich.table import Table
 from giellm.errors import GiellmError
 from giellm.progress import err_console, record_progress
 
-app = typer.Typer(
-    help="giellm: unified Japanese information extraction (TC, SA, NER, RE, EE, PAS).",
-    no_args_is_help=True,
-    pretty_exceptions_enable=False,
-    add_completion=False,
-)
 out_console = Console()
 
 
-@app.command()
 def convert(
     input: Annotated[Path, typer.Argument(help="dataset file to read")],
     from_format: Annotated[
@@ -56,7 +48,6 @@ def _fmt(value: float | None) -> str:
     return "–" if value is None else f"{value:.4f}"
 
 
-@app.command()
 def evaluate(
     gold: Annotated[Path, typer.Option(help="gold records (unified JSONL)")],
     pred: Annotated[Path, typer.Option(help="predicted records, same ids (unified JSONL)")],
@@ -64,7 +55,7 @@ def evaluate(
 ) -> None:
     """Score predictions against gold: text/word/overall accuracy and span P/R/F1."""
     from giellm.data.jsonl import read_unique
-    from giellm.metrics import pair_by_id, score
+    from giellm.evaluation.metrics import pair_by_id, score
 
     golds, preds, missing, unmatched = pair_by_id(read_unique(gold), read_unique(pred))
     if not golds:
@@ -110,7 +101,6 @@ def evaluate(
         )
 
 
-@app.command()
 def datasets(
     data_dir: Annotated[
         Path | None,
@@ -161,33 +151,3 @@ def datasets(
             str(row["counts"].get("dev", "–")),
         )
     out_console.print(table)
-
-
-from giellm import cli_model  # noqa: E402  (after `app`: the model commands register on it)
-from giellm.train_config import flags_help  # noqa: E402
-
-for _command in (cli_model.extract, cli_model.predict, cli_model.report, cli_model.serve):
-    app.command()(_command)
-# train takes every config setting as a flag too (generated from the config dataclasses)
-app.command(
-    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
-    epilog=flags_help(),
-)(cli_model.train)
-
-
-def main() -> None:
-    """Entry point: user mistakes become one line on stderr and exit status 2."""
-    # peft 0.21 reads an alias transformers 5 deprecated: noise for our users, not theirs to fix
-    warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated")
-    try:
-        app()
-    except GiellmError as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
-    except KeyboardInterrupt:
-        err_console.print("interrupted")
-        sys.exit(130)
-
-
-if __name__ == "__main__":
-    main()

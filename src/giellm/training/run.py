@@ -25,15 +25,15 @@ from typing import Any
 from giellm.data.mix import mix
 from giellm.data.registry import dataset_path, get_format, shared_data_dir
 from giellm.errors import GiellmError
-from giellm.model.bases import load_base, load_base_tokenizer, resolve_base
-from giellm.model.loading import ModelMeta, merge_schemas, with_pad_token
-from giellm.model.sequences import IGNORE, pad_batch, training_pair
-from giellm.model.tiny import build_tiny
-from giellm.model.tokenizer import train_tokenizer
+from giellm.layout.windows import crop, window_bounds
+from giellm.models.bases import load_base, load_base_tokenizer, resolve_base
+from giellm.models.loading import ModelMeta, merge_schemas, with_pad_token
+from giellm.models.sequences import IGNORE, pad_batch, training_pair
+from giellm.models.tiny import build_tiny
+from giellm.models.tokenizer import train_tokenizer
 from giellm.schema import Example
 from giellm.tasks import LabelSchema, get_task
-from giellm.train_config import DataSource, TrainConfig
-from giellm.windows import crop, window_bounds
+from giellm.training.config import DataSource, TrainConfig
 
 Log = Callable[[dict[str, Any]], None]
 

@@ -1,7 +1,7 @@
 """Constrained decoding: generation can only write targets that `format.decode` fully accepts.
 
 For one task, label schema and input text, `Grammar` is a byte-level automaton of the target
-layout (see `giellm.format`): `<label>` from the label set, then items whose types, relations
+layout (see `giellm.layout.format`): `<label>` from the label set, then items whose types, relations
 and roles come from the schema and whose spans are substrings of the input text, ending on a
 character boundary, with `\\ ; , ( ) #` escaped and an optional `#k` occurrence marker.
 End-of-sequence is allowed only where the target is complete.
@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from giellm.format import SPECIAL, escape
+from giellm.layout.format import SPECIAL, escape
 from giellm.tasks import LabelSchema, get_task
 
 _SPECIAL_BYTES = frozenset(c.encode()[0] for c in SPECIAL)

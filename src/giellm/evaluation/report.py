@@ -3,7 +3,7 @@ the JSON behind them.
 
 A system is anything that turns records into predicted records (`System`): a giellm model, GiNZA,
 or few-shot prompting of an OpenAI-compatible endpoint. Every system is scored by the same
-`giellm.metrics.score` on the same gold records, and timed.
+`giellm.evaluation.metrics.score` on the same gold records, and timed.
 """
 
 from __future__ import annotations
@@ -17,12 +17,12 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from giellm.data.jsonl import atomic_writer
 from giellm.errors import GiellmError
-from giellm.metrics import score
+from giellm.evaluation.metrics import score
 from giellm.schema import Example
 from giellm.tasks import get_task
 
 if TYPE_CHECKING:
-    from giellm.baselines.fewshot import Mode
+    from giellm.evaluation.baselines.fewshot import Mode
 
 DEFAULT_CASES = [
     ("stockmark", "NER"),
@@ -76,14 +76,14 @@ class GiellmSystem:
         if self.cases is not None:
             return (dataset, task) in self.cases
         if self.tasks is None:
-            from giellm.model.loading import model_meta
+            from giellm.models.loading import model_meta
 
             self.tasks = frozenset(model_meta(self.model).schemas)
         return not self.tasks or task in self.tasks
 
     def predict(self, dataset: str, records: Sequence[Example], advance: Advance) -> list[Example]:
         if self._extractor is None:
-            from giellm.generate import Extractor
+            from giellm.inference.extractor import Extractor
 
             self._extractor = Extractor(self.model, batch_size=self.batch_size)
         found = self._extractor.predict(records, schema=dataset, on_record=lambda _: advance())
@@ -106,12 +106,12 @@ class GinzaSystem:
     _models: dict[str, Any] = field(default_factory=dict)
 
     def supports(self, dataset: str, task: str) -> bool:
-        from giellm.baselines.ginza import MAPPINGS
+        from giellm.evaluation.baselines.ginza import MAPPINGS
 
         return task == "NER" and dataset in MAPPINGS
 
     def predict(self, dataset: str, records: Sequence[Example], advance: Advance) -> list[Example]:
-        from giellm.baselines.ginza import GinzaNER
+        from giellm.evaluation.baselines.ginza import GinzaNER
 
         if dataset not in self._models:
             self._models[dataset] = GinzaNER(dataset)
@@ -137,8 +137,8 @@ class FewShotSystem:
         return True
 
     def predict(self, dataset: str, records: Sequence[Example], advance: Advance) -> list[Example]:
-        from giellm.baselines.fewshot import FewShotClient, pick_shots
         from giellm.data.registry import get_format, load
+        from giellm.evaluation.baselines.fewshot import FewShotClient, pick_shots
 
         task = records[0].task
         shots = pick_shots(load(dataset, "train", task), self.k, seed=self.seed)
@@ -316,8 +316,8 @@ def write_report(
         "# giellm evaluation report",
         "",
         f"Dev splits of the shared datasets, {context.get('limit') or 'all'} records per case; "
-        "every system scored by `giellm.metrics` (strict spans). Text accuracy ranks TC and SA, "
-        "span F1 the rest.",
+        "every system scored by `giellm.evaluation.metrics` (strict spans). Text accuracy ranks "
+        "TC and SA, span F1 the rest.",
         "",
         results_table(main),
         "",

@@ -16,8 +16,8 @@ works after `pip install giellm`. For each Doc it extracts its task from `doc.te
   None for a blank Doc), one key per giellm component in the pipeline.
 
 `nlp.pipe(batch_size=N)` hands the extractor N documents at a time, and it generates their
-windows `batch_size` (the config's) at a time across documents. Serialisation keeps only the config: the weights stay in the model directory
-or package named by `model`.
+windows `batch_size` (the config's) at a time across documents. Serialisation keeps only the
+config: the weights stay in the model directory or package named by `model`.
 """
 
 from __future__ import annotations
@@ -95,7 +95,9 @@ class GiellmComponent:
         device: str = "cpu",
     ) -> None:
         self.name = name
-        from giellm.generate import Extractor  # spaCy imports this module for every pipeline
+        from giellm.inference.extractor import (
+            Extractor,  # spaCy imports this module for every pipeline
+        )
 
         self.task = get_task(task).name  # an unknown task fails here, before the model loads
         self.schema = schema

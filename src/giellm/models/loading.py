@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from giellm.errors import GiellmError
-from giellm.model.bases import BaseSource, load_base, load_base_tokenizer, resolve_base
+from giellm.models.bases import BaseSource, load_base, load_base_tokenizer, resolve_base
 from giellm.tasks import LabelSchema
 
 META_FILE = "giellm.json"

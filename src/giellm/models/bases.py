@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from giellm.errors import GiellmError
-from giellm.model import gguf_weights
+from giellm.models import gguf_weights
 
 
 @dataclass(frozen=True)

@@ -18,8 +18,8 @@ from typing import Any, Literal
 import httpx
 
 from giellm.errors import GiellmError
-from giellm.format import build_prompt, decode, encode_target
-from giellm.generate import Prediction
+from giellm.inference.extractor import Prediction
+from giellm.layout.format import build_prompt, decode, encode_target
 from giellm.schema import Example
 from giellm.tasks import LabelSchema, get_task
 

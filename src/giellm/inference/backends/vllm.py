@@ -3,8 +3,9 @@
 `VllmExtractor` is an `Extractor` whose generation runs in a `vllm.LLM`: the same windows,
 prompts, decoding and merging, so its records are the same shape as the CPU path's. Constraints
 go through vLLM's structured outputs as the EBNF layout grammar of each window
-(`giellm.ebnf.layout_grammar`). A LoRA output directory of `giellm train` is served as an
-adapter on its base model (`LoRARequest`), not merged, so several adapters can share one base.
+(`giellm.constraints.ebnf.layout_grammar`). A LoRA output directory of `giellm train` is served
+as an adapter on its base model (`LoRARequest`), not merged, so several adapters can share one
+base.
 
 Needs the `vllm` extra and a CUDA GPU: `pip install -e '.[vllm]'`; then
 `giellm predict IN.jsonl -o OUT.jsonl --model DIR --backend vllm` or
@@ -17,10 +18,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from giellm.ebnf import layout_grammar
+from giellm.constraints.ebnf import layout_grammar
 from giellm.errors import GiellmError
-from giellm.generate import Extractor, _Window
-from giellm.model.loading import resolve_model
+from giellm.inference.extractor import Extractor, _Window
+from giellm.models.loading import resolve_model
 from giellm.tasks import LabelSchema
 
 

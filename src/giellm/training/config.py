@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from giellm.errors import GiellmError
-from giellm.model.tiny import TinySpec
+from giellm.models.tiny import TinySpec
 
 
 def _help(text: str, default: Any = dataclasses.MISSING, **kw: Any) -> Any:

@@ -2,7 +2,7 @@
 
 One model sits behind one worker thread (a model generates one batch at a time). A request
 becomes model inputs (its texts cut into the windows the model reads, or its prompts) that the
-fair batcher (`giellm.batching`) interleaves with other requests' inputs, so a large request
+fair batcher (`giellm.service.batching`) interleaves with other requests' inputs, so a large request
 never holds the model for long; windows are merged back into one record per text. A client
 that disconnects cancels its work. On SIGINT/SIGTERM uvicorn stops accepting connections and
 every accepted request is answered within the shutdown bound: finished, or refused with 503
@@ -23,12 +23,12 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from giellm.batching import Batcher, Refused
 from giellm.errors import GiellmError
-from giellm.generate import Completion, Extractor
+from giellm.inference.extractor import Completion, Extractor
+from giellm.layout.windows import merge
 from giellm.schema import Example, example_to_dict, unpaired_surrogate
+from giellm.service.batching import Batcher, Refused
 from giellm.tasks import get_task
-from giellm.windows import merge
 
 MAX_TEXTS = 256
 MAX_CHARS = 100_000  # per text: longer ones would hold the model for minutes

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from giellm.errors import GiellmError
-from giellm.report import GiellmSystem, parse_case
-from giellm.train_config import (
+from giellm.evaluation.report import GiellmSystem, parse_case
+from giellm.training.config import (
     DataSource,
     _build,
     _help,
@@ -62,7 +62,7 @@ def _ensure_base(ablation: Ablation) -> Path:
         return base
     if ablation.base_config is None:
         raise GiellmError(f"{base}: no pretrained base here and no base_config to build it")
-    from giellm.train import prepare_base
+    from giellm.training.run import prepare_base
 
     config = load_config(ablation.base_config)
     out = Path(config.output_dir)
@@ -75,7 +75,7 @@ def _ensure_base(ablation: Ablation) -> Path:
 
 def train_variants(ablation: Ablation) -> dict[str, Path]:
     """Train every variant that is not trained yet; returns name -> final model directory."""
-    from giellm.train import run
+    from giellm.training.run import run
 
     base = _ensure_base(ablation)
     done = {}

@@ -15,7 +15,7 @@ from giellm.errors import GiellmError
 from giellm.progress import err_console, record_progress
 
 if TYPE_CHECKING:
-    from giellm.baselines.fewshot import Mode
+    from giellm.evaluation.baselines.fewshot import Mode
 
 ModelOption = Annotated[
     Path | None,
@@ -61,8 +61,8 @@ def _extractor(
 ) -> Any:
     from transformers.utils import logging as hf_logging
 
-    from giellm.generate import check_settings
-    from giellm.vllm_backend import open_extractor
+    from giellm.inference.backends.vllm import open_extractor
+    from giellm.inference.extractor import check_settings
 
     hf_logging.disable_progress_bar()
     check_settings(batch_size, max_new_tokens)  # before loading, whichever the backend
@@ -308,8 +308,8 @@ def train(
     --lora-r 32 --max-steps 500 --output-dir build/x (the list is below); flags override the
     config file.
     """
-    from giellm.train import run
-    from giellm.train_config import apply_flags, config_from_dict, read_yaml
+    from giellm.training.config import apply_flags, config_from_dict, read_yaml
+    from giellm.training.run import run
 
     settings: dict[str, Any] = {} if config is None else read_yaml(config)
     if not isinstance(settings, dict):
@@ -330,7 +330,7 @@ def train(
 
 
 def _cases(spec: str | None) -> list[tuple[str, str]]:
-    from giellm.report import DEFAULT_CASES, parse_case
+    from giellm.evaluation.report import DEFAULT_CASES, parse_case
 
     if not spec:
         return DEFAULT_CASES
@@ -377,7 +377,7 @@ def report(
     import functools
 
     from giellm.data.registry import load
-    from giellm.report import (
+    from giellm.evaluation.report import (
         FewShotSystem,
         GiellmSystem,
         GinzaSystem,
@@ -404,8 +404,8 @@ def report(
             raise GiellmError(f"--also: {entry!r} is not NAME=DIR")
         runners.append(GiellmSystem(name, Path(directory)))
     if ablation is not None:
-        from giellm.ablation import load_ablation, train_variants
-        from giellm.ablation import systems as ablation_systems
+        from giellm.training.ablation import load_ablation, train_variants
+        from giellm.training.ablation import systems as ablation_systems
 
         settings = load_ablation(ablation)
         runners += ablation_systems(settings, train_variants(settings))
@@ -417,7 +417,7 @@ def report(
         if "fewshot" in chosen:
             url = fewshot_url
             if url is None:  # the baseline talks HTTP to a real server, here one of our own
-                from giellm.serve import background_server, create_app
+                from giellm.service.app import background_server, create_app
 
                 local = _extractor(model, True, 16, "cpu", None)
                 url = stack.enter_context(background_server(create_app(local))) + "/v1"
@@ -473,7 +473,7 @@ def serve(
     dtype: DtypeOption = "auto",
 ) -> None:
     """Serve the model over HTTP: /extract, /health and OpenAI-style /v1/* routes."""
-    from giellm.serve import create_app, run_server
+    from giellm.service.app import create_app, run_server
 
     if max_batch < 1 or max_wait_ms < 0:
         raise GiellmError("--max-batch must be at least 1 and --max-wait-ms at least 0")

@@ -13,7 +13,7 @@ to the decoder, which drops what it cannot place.
 
 from __future__ import annotations
 
-from giellm.format import escape
+from giellm.layout.format import escape
 from giellm.tasks import LabelSchema, get_task
 
 # characters an open (schema-less) name cannot hold: separators, the label brackets, newlines

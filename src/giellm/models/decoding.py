@@ -23,7 +23,7 @@ import torch
 from transformers import DynamicCache
 from transformers.cache_utils import DynamicLayer, DynamicSlidingWindowLayer
 
-from giellm.model.sequences import pad_batch
+from giellm.models.sequences import pad_batch
 
 _CANDIDATES = 32  # top tokens a guided row tries before its guide walks the whole vocabulary
 _PREFILL_ROWS = 8  # prompts prefilled together: fewer pad positions than one wide prefill

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from giellm.format import build_prompt, encode_target
+from giellm.layout.format import build_prompt, encode_target
 from giellm.schema import Example
 
 IGNORE = -100

@@ -1,0 +1,49 @@
+"""The `giellm` command line: argument parsing only; every command calls the library."""
+
+from __future__ import annotations
+
+import sys
+import warnings
+
+import typer
+
+from giellm.cli import data_commands, model_commands
+from giellm.errors import GiellmError
+from giellm.progress import err_console
+from giellm.training.config import flags_help
+
+app = typer.Typer(
+    help="giellm: unified Japanese information extraction (TC, SA, NER, RE, EE, PAS).",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+for _command in (
+    data_commands.convert,
+    data_commands.evaluate,
+    data_commands.datasets,
+    model_commands.extract,
+    model_commands.predict,
+    model_commands.report,
+    model_commands.serve,
+):
+    app.command()(_command)
+# train takes every config setting as a flag too (generated from the config dataclasses)
+app.command(
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+    epilog=flags_help(),
+)(model_commands.train)
+
+
+def main() -> None:
+    """Entry point: user mistakes become one line on stderr and exit status 2."""
+    # peft 0.21 reads an alias transformers 5 deprecated: noise for our users, not theirs to fix
+    warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated")
+    try:
+        app()
+    except GiellmError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        err_console.print("interrupted")
+        sys.exit(130)

@@ -1,0 +1,1 @@
+"""Evaluation: metrics (pure), the systems compared, the report, and the baselines."""

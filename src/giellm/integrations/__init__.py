@@ -1,0 +1,1 @@
+"""giellm inside other tools: the spaCy pipeline component."""

@@ -1,0 +1,1 @@
+"""The HTTP service: the fair batcher, the FastAPI app and the server."""
