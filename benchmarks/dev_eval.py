@@ -24,7 +24,7 @@ from rich.table import Table
 
 from giellm.data.registry import load
 from giellm.evaluation.metrics import score
-from giellm.evaluation.report import DEFAULT_CASES, spread
+from giellm.evaluation.systems import DEFAULT_CASES, spread
 from giellm.inference.extractor import Extractor
 from giellm.progress import record_progress
 

@@ -7,7 +7,8 @@ import string
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from giellm.layout.format import build_prompt, decode, encode, encode_target, escape, unescape
+from giellm.layout.format import build_prompt, decode, encode, encode_target
+from giellm.layout.text import escape, unescape
 from giellm.schema import Argument, Entity, Event, Example, Relation, Span
 from giellm.tasks import LabelSchema
 

@@ -18,15 +18,11 @@ from giellm.evaluation.baselines.fewshot import (
 )
 from giellm.evaluation.baselines.ginza import MAPPINGS, GinzaNER
 from giellm.evaluation.metrics import score
-from giellm.evaluation.report import (
-    ablation_findings,
-    comparisons,
-    results_table,
-    spread,
-    write_report,
-)
+from giellm.evaluation.report import ablation_findings, comparisons, results_table, write_report
+from giellm.evaluation.systems import spread
 from giellm.inference.extractor import Extractor
-from giellm.service.app import background_server, create_app
+from giellm.service.app import create_app
+from giellm.service.server import background_server
 from giellm.training.ablation import Ablation, Variant, systems, train_variants
 from giellm.training.config import DataSource
 

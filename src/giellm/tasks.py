@@ -14,7 +14,7 @@ from typing import Literal
 from giellm.errors import GiellmError
 from giellm.schema import Example
 
-Family = Literal["none", "entities", "relations", "events"]
+Family = Literal["labels", "entities", "relations", "events", "predicates"]
 
 
 @dataclass(frozen=True)
@@ -23,20 +23,21 @@ class Task:
 
     name: str
     instruction: str
-    family: Family
+    family: Family  # how its items are written: see `giellm.families`
     description: str
-    typed_events: bool = False  # EE events carry a type; PAS predicates do not
 
 
 TASKS: dict[str, Task] = {
     t.name: t
     for t in [
-        Task("TC", "テキスト分類", "none", "text classification (text-level label only)"),
-        Task("SA", "感情分析", "none", "sentiment analysis (text-level polarity only)"),
+        Task("TC", "テキスト分類", "labels", "text classification (text-level label only)"),
+        Task("SA", "感情分析", "labels", "sentiment analysis (text-level polarity only)"),
         Task("NER", "固有表現抽出", "entities", "named entity recognition: type:span items"),
         Task("RE", "関係抽出", "relations", "relation extraction: head,relation,tail items"),
-        Task("EE", "イベント抽出", "events", "event extraction: type:trigger(role:arg,…)", True),
-        Task("PAS", "述語項構造解析", "events", "predicate-argument structure: pred(case:arg,…)"),
+        Task("EE", "イベント抽出", "events", "event extraction: type:trigger(role:arg,…)"),
+        Task(
+            "PAS", "述語項構造解析", "predicates", "predicate-argument structure: pred(case:arg,…)"
+        ),
     ]
 }
 
@@ -93,7 +94,14 @@ class LabelSchema:
 
 def project(example: Example, task: str) -> Example:
     """The record as `task` sees it: same text and label, only the task's word-level field."""
+    from giellm.families import get_family  # the families build on this module
+
     spec = get_task(task)
-    keep = {spec.family} if spec.family != "none" else set()
-    cleared = {f: () for f in ("entities", "relations", "events") if f not in keep}
+    keep = get_family(spec.family).field
+    cleared = {f: () for f in ("entities", "relations", "events") if f != keep}
     return example.model_copy(update={"task": spec.name, **cleared})
+
+
+def label_only(task: str) -> bool:
+    """Does the task write a text-level label and no items (TC, SA)?"""
+    return get_task(task).family == "labels"

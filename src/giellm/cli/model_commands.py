@@ -3,11 +3,9 @@
 
 from __future__ import annotations
 
-import os
 import sys
-import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, cast
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -15,7 +13,7 @@ from giellm.errors import GiellmError
 from giellm.progress import err_console, record_progress
 
 if TYPE_CHECKING:
-    from giellm.evaluation.baselines.fewshot import Mode
+    pass
 
 ModelOption = Annotated[
     Path | None,
@@ -138,136 +136,49 @@ def predict(
     A killed run resumes where it stopped when run again with the same input and output (its
     progress is in OUT.partial until the last record is written).
     """
-    from giellm.data.jsonl import (
-        check_outputs,
-        check_run_settings,
-        check_unique_ids,
-        check_writable,
-        open_locked,
-        partial_path,
-        read_or_reject,
-        read_unique,
-        resume_count,
-        settings_path,
-        write_rejects,
-    )
-    from giellm.data.registry import get_format
-    from giellm.tasks import project
+    from giellm.inference.jobs import PredictJob, plan_job, run_job
 
-    if on_error not in ("fail", "skip"):
-        raise GiellmError("--on-error must be fail or skip")
-    check_writable(output)
-    where = rejects or output.with_name(output.name + ".rejects.jsonl")
-    check_outputs([input], [output, partial_path(output), where])
-    if schema is not None:
-        get_format(schema)  # an unknown name fails now, not after the model has loaded
-    fmt = get_format(from_format)
-    if task is None and from_format != "jsonl":
-        raise GiellmError(f"--from {from_format} needs --task")
-    skipped: list[Any] = []
-    if task is not None:
-        if on_error == "skip":
-            raise GiellmError(
-                "--on-error skip reads unified JSONL only; convert the file first "
-                "(giellm convert) or drop --task/--from"
-            )
-        records = [project(ex, task) for ex in fmt.read(input, task)]
-        check_unique_ids(records, input)
-    elif on_error == "skip":
-        records, skipped = read_or_reject(input)
-    else:
-        records = read_unique(input)
-    if skipped:
-        write_rejects(where, skipped)
+    job = PredictJob(input, output, from_format, task, schema, on_error, rejects)
+    plan = plan_job(job)
+    if plan.skipped:
         err_console.print(
-            f"skipped {len(skipped)} bad lines (first: {skipped[0].error}); see {where}"
+            f"skipped {len(plan.skipped)} bad lines (first: {plan.skipped[0].error}); "
+            f"see {job.rejects_path}"
         )
-    if not records:
-        raise GiellmError(f"{input}: no records to predict")
-    if schema is None and fmt.schemas:  # a dataset's own format implies its label sets
-        schema = fmt.name
-    if not output.parent.is_dir():
-        raise GiellmError(f"{output.parent}: output directory does not exist")
-    partial = partial_path(output)
-    extractor_options = (model, constrain, batch_size, device, max_new_tokens, backend, dtype)
-    sink = open_locked(partial)
-    try:
-        settings = {
-            "input": str(input.resolve()),
-            "from": from_format,
-            "task": task,
-            "schema": schema,
-            "model": None if model is None else str(model),
-            "constrain": constrain,
-            "max_new_tokens": max_new_tokens,
-            "dtype": dtype,
-        }
-        check_run_settings(partial, settings)
-        done = resume_count(partial, [r.id for r in records])
-        if done:
-            err_console.print(f"resuming after {done} records already in {partial}")
-        summary = _predict_into(
-            sink, records, done, input.name, schema, batch_size, extractor_options
-        )
-    except BaseException:
-        sink.close()
-        if not partial.stat().st_size:  # nothing predicted: leave no trace
-            partial.unlink(missing_ok=True)
-            settings_path(partial).unlink(missing_ok=True)
-        raise
-    sink.close()
-    os.replace(partial, output)
-    settings_path(partial).unlink(missing_ok=True)
-    err_console.print(f"wrote {len(records)} predictions to {output} in {summary}")
-
-
-def _predict_into(
-    sink: Any,
-    records: list[Any],
-    done: int,
-    name: str,
-    schema: str | None,
-    batch_size: int,
-    extractor_options: tuple[Any, ...],
-) -> str:
-    """Predict `records[done:]` into the open partial file, one flushed line per record;
-    returns the run's figures for the summary line."""
-    from giellm.data.jsonl import dumps
-
-    extractor = _extractor(*extractor_options)
-    started = time.perf_counter()
+    settings = {
+        "model": None if model is None else str(model),
+        "constrain": constrain,
+        "max_new_tokens": max_new_tokens,
+        "dtype": dtype,
+    }
+    options = (model, constrain, batch_size, device, max_new_tokens, backend, dtype)
     with record_progress() as bar:
-        progress = bar.add_task(f"predicting {name}", total=len(records), completed=done)
+        records = bar.add_task(f"predicting {input.name}", total=len(plan.records))
         windows = bar.add_task("  windows (long texts are cut)", total=0)
+        planned = [0]
 
-        planned_windows = [0]
+        def resumed(done: int) -> None:
+            err_console.print(f"resuming after {done} records already in {output}.partial")
+            bar.update(records, completed=done)
 
-        def window_progress(planned: int, generated: int) -> None:
-            planned_windows[0] += planned
-            bar.update(windows, total=planned_windows[0], advance=generated)
+        def window_progress(new: int, generated: int) -> None:
+            planned[0] += new
+            bar.update(windows, total=planned[0], advance=generated)
 
-        def write(prediction: Any) -> None:  # one flushed line per record: a kill loses none
-            sink.write(dumps(prediction.example) + "\n")
-            sink.flush()
-            bar.advance(progress)
-
-        # chunks of a few batches: sorted by length for speed, and written out as they finish
-        chunk = 8 * batch_size
-        for _ in extractor.predict(
-            records[done:],
-            schema=schema,
-            chunk=chunk,
-            on_record=write,
+        result = run_job(
+            job,
+            plan,
+            lambda: _extractor(*options),
+            settings=settings,
+            on_resume=resumed,
+            on_record=lambda _: bar.advance(records),
             on_windows=window_progress,
-        ):
-            pass
-        os.fsync(sink.fileno())
-    count = len(records) - done
-    seconds = time.perf_counter() - started
-    stats = extractor.stats
-    return (
-        f"{seconds:.1f} s "
-        f"({count / seconds:.1f} rec/s, {stats.generated_tokens / seconds:,.0f} generated tok/s; "
+        )
+    seconds, stats = result.seconds, result.stats
+    err_console.print(
+        f"wrote {len(plan.records)} predictions to {output} in {seconds:.1f} s "
+        f"({result.predicted / seconds:.1f} rec/s, "
+        f"{stats.generated_tokens / seconds:,.0f} generated tok/s; "
         f"{stats.windows} windows, {stats.dropped} items dropped by the decoder, "
         f"{stats.truncated} windows cut at max_new_tokens)"
     )
@@ -330,7 +241,7 @@ def train(
 
 
 def _cases(spec: str | None) -> list[tuple[str, str]]:
-    from giellm.evaluation.report import DEFAULT_CASES, parse_case
+    from giellm.evaluation.systems import DEFAULT_CASES, parse_case
 
     if not spec:
         return DEFAULT_CASES
@@ -374,70 +285,39 @@ def report(
 ) -> None:
     """Run systems on shared dev splits; write a Markdown report with tables, plots and JSON."""
     import contextlib
-    import functools
 
-    from giellm.data.registry import load
-    from giellm.evaluation.report import (
-        FewShotSystem,
-        GiellmSystem,
-        GinzaSystem,
-        evaluate_system,
-        spread,
-        write_report,
-    )
+    from giellm.evaluation.report import write_report
+    from giellm.evaluation.systems import FewShotOptions, choose_systems, ours_name, run_cases
 
     chosen = [s.strip().lower() for s in systems.split(",") if s.strip()]
-    unknown = set(chosen) - {"giellm", "ginza", "fewshot"}
-    if unknown:
-        raise GiellmError(
-            f"--systems: unknown {', '.join(sorted(unknown))} (giellm, ginza, fewshot)"
-        )
-    if fewshot_mode not in ("chat", "completions"):
-        raise GiellmError("--fewshot-mode must be chat or completions")
-    ours = "giellm" if model is None else f"giellm ({model.name})"
-    runners: list[Any] = []
-    if "giellm" in chosen:
-        runners.append(GiellmSystem(ours, model))
+    others = []
     for entry in also or []:
         name, _, directory = entry.partition("=")
         if not directory:
             raise GiellmError(f"--also: {entry!r} is not NAME=DIR")
-        runners.append(GiellmSystem(name, Path(directory)))
-    if ablation is not None:
-        from giellm.training.ablation import load_ablation, train_variants
-        from giellm.training.ablation import systems as ablation_systems
-
-        settings = load_ablation(ablation)
-        runners += ablation_systems(settings, train_variants(settings))
-    if "ginza" in chosen:
-        runners.append(GinzaSystem())
+        others.append((name, Path(directory)))
+    fewshot = FewShotOptions(fewshot_url, fewshot_model, shots, fewshot_mode)
     chosen_cases = _cases(cases)
     context: dict[str, Any] = {"limit": limit, "cases": [f"{d}:{t}" for d, t in chosen_cases]}
     with contextlib.ExitStack() as stack:
-        if "fewshot" in chosen:
-            url = fewshot_url
-            if url is None:  # the baseline talks HTTP to a real server, here one of our own
-                from giellm.service.app import background_server, create_app
+        runners, said = choose_systems(
+            chosen,
+            stack,
+            model=model,
+            also=others,
+            ablation=ablation,
+            fewshot=fewshot,
+            local_extractor=lambda: _extractor(model, True, 16, "cpu", None),
+        )
 
-                local = _extractor(model, True, 16, "cpu", None)
-                url = stack.enter_context(background_server(create_app(local))) + "/v1"
-            mode = cast("Mode", fewshot_mode)  # checked above
-            runners.append(
-                FewShotSystem(url, fewshot_model, k=shots, mode=mode, name=f"{shots}-shot")
-            )
-            served = "a local giellm server on loopback, same model" if fewshot_url is None else url
-            context["few-shot endpoint"] = f"{served} ({fewshot_mode}, model {fewshot_model})"
-        rows = []
         with record_progress(transient=False) as bar:
-            for dataset, task in chosen_cases:
-                gold = spread(load(dataset, "dev", task), limit)
-                for system in runners:
-                    if not system.supports(dataset, task):
-                        continue
-                    job = bar.add_task(f"{system.name}: {dataset} {task}", total=len(gold))
-                    advance = functools.partial(bar.advance, job)
-                    rows.append(evaluate_system(system, dataset, gold, advance))
-    written = write_report(output, rows, ours=ours, context=context)
+
+            def track(description: str, total: int) -> Any:
+                job = bar.add_task(description, total=total)
+                return lambda: bar.advance(job)
+
+            rows = run_cases(runners, chosen_cases, limit, track)
+    written = write_report(output, rows, ours=ours_name(model), context=context | said)
     err_console.print(f"wrote {written} ({len(rows)} rows)")
 
 
@@ -473,7 +353,8 @@ def serve(
     dtype: DtypeOption = "auto",
 ) -> None:
     """Serve the model over HTTP: /extract, /health and OpenAI-style /v1/* routes."""
-    from giellm.service.app import create_app, run_server
+    from giellm.service.app import create_app
+    from giellm.service.server import run_server
 
     if max_batch < 1 or max_wait_ms < 0:
         raise GiellmError("--max-batch must be at least 1 and --max-wait-ms at least 0")

@@ -18,7 +18,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from giellm.layout.format import SPECIAL, escape
+from giellm.families import get_family
+from giellm.layout.text import SPECIAL, escape
 from giellm.tasks import LabelSchema, get_task
 
 _SPECIAL_BYTES = frozenset(c.encode()[0] for c in SPECIAL)
@@ -88,7 +89,8 @@ class Grammar:
 
     def __init__(self, task: str, schema: LabelSchema, text: str) -> None:
         spec = get_task(task)
-        self.family = spec.family
+        family = get_family(spec.family)
+        self.ordered = family.ordered
         self.text = text.encode()
         self.starts = tuple(i for i, b in enumerate(self.text) if b & 0xC0 != 0x80)
         self.starts_by_byte: dict[int, list[int]] = {}
@@ -97,25 +99,19 @@ class Grammar:
         labels = _names(schema.labels, escaped=False)
         self.literals = {
             # a label-only task (TC, SA) must name a label; elsewhere `<>` means "no label"
-            "label": _Literal(labels, _CLOSE, allow_empty=spec.family != "none"),
+            "label": _Literal(labels, _CLOSE, allow_empty=spec.family != "labels"),
             "etype": _Literal(_names(schema.entity_types), _COLON),
             "rtype": _Literal(_names(schema.relation_types), _COMMA),
             "evtype": _Literal(_names(schema.event_types), _COLON),
             "role": _Literal(_names(schema.roles), _COLON),
         }
-        item_start = {
-            "entities": ("lit", "etype", b""),
-            "relations": ("span", "head", None, False, 0),
-            "events": ("lit", "evtype", b"")
-            if spec.typed_events
-            else ("span", "trig", None, False, 0),
-        }
-        self.item_start: tuple[Any, ...] = item_start.get(self.family, ("none",))
+        self.item_start: tuple[Any, ...] | None = family.grammar_start  # None: label only
+        self.item_names = family.grammar_names
         # what ends each kind of span (states without their cursor)
         self.span_ends: dict[str, dict[int, tuple[Any, ...]]] = {
-            "ent": {_SEMI: self.item_start},
+            "ent": {_SEMI: ("next_item",)},  # `;` goes to `_next_item` (see `_span_step`)
             "head": {_COMMA: ("lit", "rtype", b"")},
-            "tail": {_SEMI: self.item_start},
+            "tail": {_SEMI: ("next_item",)},
             "trig": {_LPAREN: ("args",)},
             "arg": {_COMMA: ("lit", "role", b""), _RPAREN: ("item_end",)},
         }
@@ -130,13 +126,8 @@ class Grammar:
 
     def names(self) -> set[str] | None:
         """Every name (label, type, relation, role) a target may hold; None if a set is open."""
-        used: tuple[str, ...] = {"entities": ("etype",), "relations": ("rtype",)}.get(
-            self.family, ()
-        )
-        if self.family == "events":
-            used = ("evtype", "role") if self.item_start[0] == "lit" else ("role",)
         out: set[str] = set()
-        for kind in ("label", *used):
+        for kind in ("label", *self.item_names):
             names = self.literals[kind].names
             if names is None:
                 return None
@@ -177,7 +168,7 @@ class Grammar:
             longer = literal.extends(prefix, byte)
             return None if longer is None else ("lit", kind, longer, cursor)
         if place == "after_label":
-            if self.family == "none" or not self._room_after(cursor):
+            if self.item_start is None or not self._room_after(cursor):
                 return None
             return self.step((*self.item_start, cursor), byte)
         if place == "item_end":
@@ -213,10 +204,12 @@ class Grammar:
 
     def _room_after(self, cursor: int) -> bool:
         """Can another item start? (Ordered items need a character after the last one.)"""
-        return self.family == "relations" or (bool(self.starts) and self.starts[-1] > cursor)
+        return not self.ordered or (bool(self.starts) and self.starts[-1] > cursor)
 
     def _next_item(self, cursor: int) -> State | None:
-        return (*self.item_start, cursor) if self._room_after(cursor) else None
+        if self.item_start is None or not self._room_after(cursor):
+            return None
+        return (*self.item_start, cursor)
 
     def _ends(self, positions: frozenset[int] | None) -> list[int]:
         """The match ends that fall on a character boundary."""

@@ -13,7 +13,8 @@ to the decoder, which drops what it cannot place.
 
 from __future__ import annotations
 
-from giellm.layout.format import escape
+from giellm.families import get_family
+from giellm.layout.text import escape
 from giellm.tasks import LabelSchema, get_task
 
 # characters an open (schema-less) name cannot hold: separators, the label brackets, newlines
@@ -91,14 +92,9 @@ def _span_rules(text: str) -> list[str]:
 def layout_grammar(task: str, schema: LabelSchema, text: str) -> str:
     """The EBNF grammar (root rule `root`) of every target `decode` accepts for this text."""
     spec = get_task(task)
-    label = _choice(schema.labels, escaped=False, empty=spec.family != "none")
+    label = _choice(schema.labels, escaped=False, empty=spec.family != "labels")
     rules = [f"label ::= {label}"]
-    item = {
-        "entities": 'etype ":" span marker?',
-        "relations": 'span marker? "," rtype "," span marker?',
-        "events": ('evtype ":" ' if spec.typed_events else "")
-        + 'span marker? "(" (arg ("," arg)*)? ")"',
-    }.get(spec.family)
+    item = get_family(spec.family).ebnf_item
     if item is None:
         return "\n".join([r'root ::= " "* "<" label ">"', *rules]) + "\n"
     rules += [

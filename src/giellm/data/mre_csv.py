@@ -18,7 +18,8 @@ from pathlib import Path
 from giellm.data._build import build, check_task
 from giellm.data.jsonl import lines
 from giellm.errors import DataError
-from giellm.layout.format import decode, escape, split_unescaped, unescape
+from giellm.layout.format import decode
+from giellm.layout.text import escape, split_unescaped, unescape
 from giellm.schema import Example
 from giellm.tasks import TASKS as REGISTRY
 

@@ -20,25 +20,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from giellm.errors import GiellmError
+from giellm.families import Item, family_of
 from giellm.schema import Example
-from giellm.tasks import get_task
-
-Item = tuple[Any, ...]
+from giellm.tasks import label_only
 
 
 def items(example: Example) -> Counter[Item]:
     """The record's word-level items as a multiset; the first element names the type key."""
-    found: Counter[Item] = Counter()
-    for e in example.entities:
-        found[(f"entity:{e.type}", e.start, e.end)] += 1
-    for r in example.relations:
-        found[(f"relation:{r.type}", r.head.start, r.head.end, r.tail.start, r.tail.end)] += 1
-    for ev in example.events:
-        trigger = (ev.trigger.start, ev.trigger.end)
-        found[(f"trigger:{ev.type}" if ev.type else "trigger", *trigger)] += 1
-        for a in ev.arguments:
-            found[(f"argument:{a.role}", *trigger, a.start, a.end)] += 1
-    return found
+    return Counter(family_of(example.task).metric_items(example))
 
 
 def _ratio(num: int, den: int) -> float | None:
@@ -130,7 +119,7 @@ def score(
     labelled = label_right = worded = word_right = both_right = 0
     per_type: dict[str, Counts] = {}
     for g, p in zip(gold, pred, strict=True):
-        has_words = get_task(g.task).family != "none"
+        has_words = not label_only(g.task)
         g_items, p_items = items(g), items(p)
         label_ok = g.label == p.label
         words_ok = g_items == p_items

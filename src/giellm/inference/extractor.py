@@ -25,7 +25,7 @@ from giellm.models.loading import load_model
 from giellm.models.sequences import prompt_ids
 from giellm.models.tokenizer import token_bytes
 from giellm.schema import Example
-from giellm.tasks import LabelSchema, get_task
+from giellm.tasks import LabelSchema, get_task, label_only
 
 
 @dataclass(frozen=True)
@@ -245,7 +245,7 @@ class Extractor:
         """[start, end) of the windows the model reads of `text` for `task` (as in training:
         label-only tasks read the first `label_windows` only)."""
         bounds = window_bounds(len(text), self.meta.window_chars, self.meta.window_overlap)
-        if get_task(task).family == "none":
+        if label_only(task):
             bounds = bounds[: self.meta.label_windows]
         return bounds
 

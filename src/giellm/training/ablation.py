@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from giellm.errors import GiellmError
-from giellm.evaluation.report import GiellmSystem, parse_case
+from giellm.evaluation.systems import GiellmSystem, parse_case
 from giellm.training.config import (
     DataSource,
     _build,

@@ -32,7 +32,7 @@ from giellm.models.sequences import IGNORE, pad_batch, training_pair
 from giellm.models.tiny import build_tiny
 from giellm.models.tokenizer import train_tokenizer
 from giellm.schema import Example
-from giellm.tasks import LabelSchema, get_task
+from giellm.tasks import LabelSchema, get_task, label_only
 from giellm.training.config import DataSource, TrainConfig
 
 Log = Callable[[dict[str, Any]], None]
@@ -67,7 +67,7 @@ def windowed(
     out = []
     for ex in examples:
         bounds = window_bounds(len(ex.text), size, overlap)
-        if get_task(ex.task).family == "none":
+        if label_only(ex.task):
             bounds = bounds[:label_windows]
         for k, (start, end) in enumerate(bounds):
             part = crop(ex, start, end)

@@ -18,6 +18,7 @@ from typing import Any, Literal
 import httpx
 
 from giellm.errors import GiellmError
+from giellm.families import get_family
 from giellm.inference.extractor import Prediction
 from giellm.layout.format import build_prompt, decode, encode_target
 from giellm.schema import Example
@@ -35,10 +36,7 @@ def instructions(task: str, schema: LabelSchema) -> str:
     ]
     if schema.labels:
         lines.append("Text-level labels: " + ", ".join(sorted(schema.labels)))
-    if schema.entity_types:
-        lines.append("Entity types: " + ", ".join(sorted(schema.entity_types)))
-    if schema.relation_types:
-        lines.append("Relation types: " + ", ".join(sorted(schema.relation_types)))
+    lines += get_family(t.family).describe(schema)
     lines.append("Copy every span exactly as it appears in the text.")
     return "\n".join(lines)
 

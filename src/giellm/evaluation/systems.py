@@ -1,0 +1,275 @@
+"""The systems `giellm report` compares and the run over shared dev cases.
+
+A system is anything that turns records into predicted records (`System`): a giellm model, GiNZA,
+or few-shot prompting of an OpenAI-compatible endpoint. Every system is scored by the same
+`giellm.evaluation.metrics.score` on the same gold records, and timed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+from giellm.errors import GiellmError
+from giellm.evaluation.metrics import score
+from giellm.schema import Example
+from giellm.tasks import get_task, label_only
+
+if TYPE_CHECKING:
+    from giellm.evaluation.baselines.fewshot import Mode
+    from giellm.inference.extractor import Extractor
+
+DEFAULT_CASES = [
+    ("stockmark", "NER"),
+    ("livedoor", "TC"),
+    ("jrte", "SA"),
+    ("kwdlc", "NER"),
+    ("kwdlc", "PAS"),
+    ("jacred", "RE"),
+    ("fkc", "NER"),
+]
+
+Advance = Callable[[], None]
+
+
+def parse_case(spec: str) -> tuple[str, str]:
+    """ "DATASET:TASK" -> (format name, task name), both checked and normalised."""
+    from giellm.data.registry import get_format
+
+    dataset, _, task = spec.strip().partition(":")
+    if not task:
+        raise GiellmError(f"{spec!r} is not DATASET:TASK")
+    return get_format(dataset).name, get_task(task).name
+
+
+class System(Protocol):
+    """What the report runs: a name and a predictor for one dataset's records."""
+
+    name: str
+
+    def supports(self, dataset: str, task: str) -> bool: ...
+
+    def predict(
+        self, dataset: str, records: Sequence[Example], advance: Advance
+    ) -> list[Example]: ...
+
+
+@dataclass
+class GiellmSystem:
+    """A giellm model (the embedded default when `model` is None), constrained decoding."""
+
+    name: str
+    model: str | Path | None = None
+    batch_size: int = 32
+    tasks: frozenset[str] | None = None  # tasks it was trained for (read from giellm.json)
+    cases: frozenset[tuple[str, str]] | None = None  # only these (dataset, task) pairs
+    label_task: str | None = None  # a split-records model: the label comes from this task
+    group: str = "main"  # "ablation" rows get their own table
+    _extractor: Any = None
+
+    def supports(self, dataset: str, task: str) -> bool:
+        if self.cases is not None:
+            return (dataset, task) in self.cases
+        if self.tasks is None:
+            from giellm.models.loading import model_meta
+
+            self.tasks = frozenset(model_meta(self.model).schemas)
+        return not self.tasks or task in self.tasks
+
+    def predict(self, dataset: str, records: Sequence[Example], advance: Advance) -> list[Example]:
+        if self._extractor is None:
+            from giellm.inference.extractor import Extractor
+
+            self._extractor = Extractor(self.model, batch_size=self.batch_size)
+        found = self._extractor.predict(records, schema=dataset, on_record=lambda _: advance())
+        predicted = [p.example for p in found]
+        if self.label_task is None:
+            return predicted
+        asked = [r.model_copy(update={"task": self.label_task}) for r in records]
+        labels = [p.example.label for p in self._extractor.predict(asked, schema=dataset)]
+        return [
+            p.model_copy(update={"label": label})
+            for p, label in zip(predicted, labels, strict=True)
+        ]
+
+
+@dataclass
+class GinzaSystem:
+    """GiNZA NER with its ENE types mapped onto the dataset's types (NER only)."""
+
+    name: str = "GiNZA"
+    _models: dict[str, Any] = field(default_factory=dict)
+
+    def supports(self, dataset: str, task: str) -> bool:
+        from giellm.evaluation.baselines.ginza import MAPPINGS
+
+        return task == "NER" and dataset in MAPPINGS
+
+    def predict(self, dataset: str, records: Sequence[Example], advance: Advance) -> list[Example]:
+        from giellm.evaluation.baselines.ginza import GinzaNER
+
+        if dataset not in self._models:
+            self._models[dataset] = GinzaNER(dataset)
+        out = []
+        for example in self._models[dataset].predict(records):
+            out.append(example)
+            advance()
+        return out
+
+
+@dataclass
+class FewShotSystem:
+    """k-shot prompting of an OpenAI-compatible endpoint, examples from the train split."""
+
+    base_url: str
+    model: str
+    k: int = 3
+    mode: Mode = "chat"
+    name: str = "few-shot"
+    seed: int = 0
+
+    def supports(self, dataset: str, task: str) -> bool:
+        return True
+
+    def predict(self, dataset: str, records: Sequence[Example], advance: Advance) -> list[Example]:
+        from giellm.data.registry import get_format, load
+        from giellm.evaluation.baselines.fewshot import FewShotClient, pick_shots
+
+        task = records[0].task
+        shots = pick_shots(load(dataset, "train", task), self.k, seed=self.seed)
+        client = FewShotClient(
+            self.base_url,
+            self.model,
+            shots,
+            schema=get_format(dataset).schema(task),
+            mode=self.mode,
+        )
+        return [p.example for p in client.predict(records, on_record=lambda _: advance())]
+
+
+def spread(records: Sequence[Example], limit: int | None) -> list[Example]:
+    """`limit` records evenly spaced over the whole split (dev files are often sorted by
+    label, so the first N would be a biased sample); all of them when `limit` is None."""
+    if limit is None or limit >= len(records):
+        return list(records)
+    return [records[i * len(records) // limit] for i in range(limit)]
+
+
+def main_metric(task: str) -> str:
+    """The figure a case is ranked by: text accuracy for label-only tasks, span F1 otherwise."""
+    return "text_accuracy" if label_only(task) else "f1"
+
+
+def evaluate_system(
+    system: System, dataset: str, gold: Sequence[Example], advance: Advance
+) -> dict[str, Any]:
+    """Predict `gold` with `system`, score it, and time it."""
+    started = time.perf_counter()
+    predicted = system.predict(dataset, gold, advance)
+    seconds = time.perf_counter() - started
+    figures = score(gold, predicted).as_dict()
+    return {
+        "system": system.name,
+        "group": getattr(system, "group", "main"),
+        "dataset": dataset,
+        "task": gold[0].task,
+        **{
+            k: v
+            for k, v in figures.items()
+            if k not in ("per_type", "missing_predictions", "unmatched_predictions")
+        },
+        "seconds": round(seconds, 3),
+        "records_per_second": round(len(gold) / seconds, 3) if seconds > 0 else None,
+    }
+
+
+@dataclass(frozen=True)
+class FewShotOptions:
+    """The few-shot baseline: an OpenAI-compatible endpoint, or (url None) a giellm server of
+    the compared model started on loopback for the run."""
+
+    url: str | None = None
+    model: str = "giellm"
+    shots: int = 3
+    mode: str = "chat"
+
+
+SYSTEM_NAMES = ("giellm", "ginza", "fewshot")
+
+
+def choose_systems(
+    chosen: Sequence[str],
+    stack: contextlib.ExitStack,
+    *,
+    model: Path | None = None,
+    also: Sequence[tuple[str, Path]] = (),
+    ablation: Path | None = None,
+    fewshot: FewShotOptions = FewShotOptions(),
+    local_extractor: Callable[[], Extractor] | None = None,
+) -> tuple[list[System], dict[str, Any]]:
+    """The systems to run (a local few-shot server stays up until `stack` closes) and what the
+    report should say about them."""
+    unknown = set(chosen) - set(SYSTEM_NAMES)
+    if unknown:
+        raise GiellmError(
+            f"--systems: unknown {', '.join(sorted(unknown))} (giellm, ginza, fewshot)"
+        )
+    if fewshot.mode not in ("chat", "completions"):
+        raise GiellmError("--fewshot-mode must be chat or completions")
+    runners: list[System] = []
+    if "giellm" in chosen:
+        runners.append(GiellmSystem(ours_name(model), model))
+    runners += [GiellmSystem(name, directory) for name, directory in also]
+    if ablation is not None:
+        from giellm.training.ablation import load_ablation, train_variants
+        from giellm.training.ablation import systems as ablation_systems
+
+        settings = load_ablation(ablation)
+        runners += ablation_systems(settings, train_variants(settings))
+    if "ginza" in chosen:
+        runners.append(GinzaSystem())
+    context: dict[str, Any] = {}
+    if "fewshot" in chosen:
+        url = fewshot.url
+        if url is None:  # the baseline talks HTTP to a real server, here one of our own
+            from giellm.inference.extractor import Extractor
+            from giellm.service.app import create_app
+            from giellm.service.server import background_server
+
+            local = (local_extractor or (lambda: Extractor(model, batch_size=16)))()
+            url = stack.enter_context(background_server(create_app(local))) + "/v1"
+        mode: Mode = "chat" if fewshot.mode == "chat" else "completions"
+        name = f"{fewshot.shots}-shot"
+        runners.append(FewShotSystem(url, fewshot.model, k=fewshot.shots, mode=mode, name=name))
+        served = "a local giellm server on loopback, same model" if fewshot.url is None else url
+        context["few-shot endpoint"] = f"{served} ({fewshot.mode}, model {fewshot.model})"
+    return runners, context
+
+
+def ours_name(model: Path | None) -> str:
+    """How the compared giellm model is named in the report."""
+    return "giellm" if model is None else f"giellm ({model.name})"
+
+
+def run_cases(
+    runners: Sequence[System],
+    cases: Sequence[tuple[str, str]],
+    limit: int | None,
+    track: Callable[[str, int], Advance] | None = None,
+) -> list[dict[str, Any]]:
+    """Every system on every case it supports (`limit` dev records each, spread over the split);
+    `track(description, total)` gives the callback a system calls per record."""
+    from giellm.data.registry import load
+
+    rows = []
+    for dataset, task in cases:
+        gold = spread(load(dataset, "dev", task), limit)
+        for system in runners:
+            if system.supports(dataset, task):
+                advance = track(f"{system.name}: {dataset} {task}", len(gold)) if track else None
+                rows.append(evaluate_system(system, dataset, gold, advance or (lambda: None)))
+    return rows

@@ -1,0 +1,171 @@
+"""The service's request and response bodies, and the byte limit on what a request may send.
+
+Every body is validated before any work: a string that is not valid Unicode anywhere in it is
+refused (422), texts are bounded in number and length, and `BodyLimit` counts the bytes as they
+arrive (413), whatever `Content-Length` says.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Annotated, Any, Literal
+
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from giellm.errors import GiellmError
+from giellm.schema import unpaired_surrogate
+from giellm.tasks import get_task
+
+MAX_TEXTS = 256
+MAX_CHARS = 100_000  # per text: longer ones would hold the model for minutes
+
+
+class BodyLimit:
+    """ASGI middleware: a request body over `limit` bytes gets 413, counted on the bytes as
+    they arrive (`Content-Length` may be absent, as with chunked transfer, or wrong)."""
+
+    def __init__(self, app: Any, limit: int) -> None:
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        body, more = bytearray(), True
+        while more:
+            message = await receive()
+            if message["type"] != "http.request":  # the client went away
+                return
+            body += message.get("body", b"")
+            if len(body) > self.limit:
+                detail = f"request body is over {self.limit} bytes, the limit"
+                await JSONResponse({"detail": detail}, status_code=413)(scope, receive, send)
+                return
+            more = message.get("more_body", False)
+        replayed = False
+
+        async def replay() -> Any:
+            nonlocal replayed
+            if replayed:
+                return await receive()  # later calls wait for the disconnect, as usual
+            replayed = True
+            return {"type": "http.request", "body": bytes(body), "more_body": False}
+
+        await self.app(scope, replay, send)
+
+
+def _surrogate_in(value: Any, where: str) -> str | None:
+    """The first string in a JSON value with a lone surrogate, as `where: why`."""
+    if isinstance(value, str):
+        bad = unpaired_surrogate(value)
+        return None if bad is None else f"{where}: {bad}"
+    if not isinstance(value, dict | list):
+        return None
+    for key, item in value.items() if isinstance(value, dict) else enumerate(value):
+        if isinstance(key, str) and (bad := unpaired_surrogate(key)):
+            return f"{where}: key {bad}"
+        if found := _surrogate_in(item, f"{where}.{key}"):
+            return found
+    return None
+
+
+class Body(BaseModel):
+    """Every request body: a string that is not valid Unicode (a lone surrogate, anywhere:
+    text, prompt, message, model, stop, an extra key) is refused before any work, so it never
+    reaches the tokenizer and fails the other requests batched with it."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _valid_unicode(cls, data: Any) -> Any:
+        if found := _surrogate_in(data, "body"):
+            raise ValueError(found)
+        return data
+
+
+class ExtractRequest(Body):
+    """`texts`: one text or a list; `schema`: a dataset whose label sets constrain the output."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    texts: str | Annotated[list[str], Field(min_length=1, max_length=MAX_TEXTS)]
+    task: str
+    label_schema: str | None = Field(None, alias="schema")
+
+    @field_validator("texts", mode="after")
+    @classmethod
+    def _no_blank_text(cls, value: str | list[str]) -> str | list[str]:
+        for i, text in enumerate([value] if isinstance(value, str) else value):
+            if not text.strip():
+                raise ValueError(f"text {i} is empty")
+            if len(text) > MAX_CHARS:
+                raise ValueError(
+                    f"text {i} has {len(text):,} characters; the limit is {MAX_CHARS:,}"
+                )
+        return value
+
+    @field_validator("task", mode="after")
+    @classmethod
+    def _known_task(cls, value: str) -> str:
+        try:
+            return get_task(value).name
+        except GiellmError as exc:
+            raise ValueError(str(exc)) from None
+
+    @field_validator("label_schema", mode="after")
+    @classmethod
+    def _known_schema(cls, value: str | None) -> str | None:
+        if value is not None:
+            from giellm.data.registry import get_format
+
+            try:
+                get_format(value)
+            except GiellmError as exc:
+                raise ValueError(str(exc)) from None
+        return value
+
+
+class ExtractResponse(BaseModel):
+    records: list[dict[str, Any]]
+
+
+class GenerationOptions(Body):
+    """What OpenAI bodies share; sampling options are accepted, decoding is greedy."""
+
+    model_config = ConfigDict(extra="allow")
+
+    model: str | None = None
+    max_tokens: int = Field(64, ge=1, le=2048)
+    stop: str | list[str] | None = None
+    temperature: float | None = None
+
+    def batch_key(self) -> tuple[str, int, tuple[str, ...]]:
+        """Requests with the same settings can share a generation batch."""
+        stops = (
+            () if self.stop is None else (self.stop,) if isinstance(self.stop, str) else self.stop
+        )
+        return ("complete", self.max_tokens, tuple(stops))
+
+
+class CompletionRequest(GenerationOptions):
+    prompt: str | Annotated[list[str], Field(min_length=1, max_length=MAX_TEXTS)]
+
+
+class ChatMessage(Body):
+    role: Literal["system", "user", "assistant"]
+    content: str
+
+
+class ChatRequest(GenerationOptions):
+    messages: Annotated[list[ChatMessage], Field(min_length=1)]
+
+
+def render_chat(messages: Sequence[ChatMessage], tokenizer: Any) -> str:
+    """Messages as one prompt: the tokenizer's chat template, else contents one per line."""
+    if getattr(tokenizer, "chat_template", None):
+        dicts = [m.model_dump() for m in messages]
+        rendered: str = tokenizer.apply_chat_template(
+            dicts, tokenize=False, add_generation_prompt=True
+        )
+        return rendered
+    return "\n".join(m.content for m in messages) + "\n"
