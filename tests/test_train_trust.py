@@ -38,7 +38,7 @@ def test_a_checkpoint_does_not_touch_the_weights(
 ) -> None:
     """bfloat16 checkpoints of a full fine-tune: the fp32 weights stay bit-identical."""
     seen: list[bool] = []
-    save = training._save
+    save = training.save_model
 
     def checked_save(model: object, *args: object, **kw: object) -> None:
         before = {k: v.clone() for k, v in model.state_dict().items()}  # type: ignore[attr-defined]
@@ -46,7 +46,7 @@ def test_a_checkpoint_does_not_touch_the_weights(
         after = model.state_dict()  # type: ignore[attr-defined]
         seen.append(all(torch.equal(before[k], after[k]) for k in before))
 
-    monkeypatch.setattr(training, "_save", checked_save)
+    monkeypatch.setattr(training, "save_model", checked_save)
     base = base_models["llama"]
     with_checkpoints = run(
         _config(tmp_path / "a", base, save_every=2, save_total_limit=5, save_dtype="bfloat16")

@@ -1,0 +1,272 @@
+"""The training loop: loss on the target tokens only, through `accelerate` (one CPU, one GPU,
+several GPUs, DeepSpeed), with checkpoints that resume exactly (weights, optimizer, schedule,
+RNG and the position in the batch order)."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from giellm.errors import GiellmError
+from giellm.models.sequences import IGNORE
+from giellm.training.config import TrainConfig
+from giellm.training.data import Encoded, length_batches, loader
+
+Log = Callable[[dict[str, Any]], None]
+POSITION_FILE = "position.json"
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One training stage's own settings (the rest come from the config)."""
+
+    name: str  # "pretrain" or "finetune"
+    lr: float
+    batch_size: int
+    epochs: float
+    max_steps: int | None
+
+
+@dataclass(frozen=True)
+class Checkpoints:
+    """How a stage saves: `save(model, step)` writes the weights and returns the folder;
+    `done(folder)` runs once its accelerate state is complete too (rotation)."""
+
+    save: Callable[[Any, int], Path]
+    done: Callable[[Path], None]
+
+
+def target_loss(model: Any, batch: dict[str, Any]) -> Any:
+    """Mean cross-entropy over the target tokens, with logits computed for the target only.
+
+    Rows are left-padded, so the targets sit in the last columns and `logits_to_keep` skips
+    the output projection over the prompts: with Gemma's 262k-row vocabulary that projection
+    is most of the model's arithmetic.
+    """
+    import torch
+
+    labels = batch["labels"]
+    width = labels.shape[1]
+    first = int((labels != IGNORE).float().argmax(dim=1).min()) if labels.numel() else 0
+    keep = min(width, width - first + 1)
+    inputs = {k: v for k, v in batch.items() if k != "labels"}
+    logits = model(**inputs, logits_to_keep=keep).logits
+    predicted = logits[:, -keep:-1]
+    target = labels[:, width - predicted.shape[1] :]
+    return torch.nn.functional.cross_entropy(
+        predicted.reshape(-1, predicted.shape[-1]).float(),
+        target.reshape(-1),
+        ignore_index=IGNORE,
+    )
+
+
+def on_cpu() -> bool:
+    """Train on CPUs: asked for (`accelerate launch --cpu`) or no GPU. The first
+    `PartialState` fixes the backend, so every caller must agree: several processes on CPUs
+    then join one gloo group instead of each training alone."""
+    import torch
+    from accelerate.utils import parse_flag_from_env
+
+    return bool(parse_flag_from_env("ACCELERATE_USE_CPU")) or not torch.cuda.is_available()
+
+
+def is_main_process() -> bool:
+    """True except in the non-zero ranks of a multi-process (accelerate/torchrun) launch."""
+    from accelerate import PartialState
+
+    return bool(PartialState(cpu=on_cpu()).is_main_process)
+
+
+def newest_state(out: Path) -> Path | None:
+    """The accelerate state of the newest complete checkpoint in `out`, if any."""
+    states = [p.parent for p in out.glob(f"checkpoint-*/state/{POSITION_FILE}")]
+    return max(states, key=lambda p: int(p.parent.name.split("-")[1]), default=None)
+
+
+def fit(
+    model: Any,
+    stage: Stage,
+    *,
+    train: Encoded,
+    dev: Encoded | None,
+    config: TrainConfig,
+    pad_id: int,
+    log: Log,
+    checkpoints: Checkpoints | None = None,
+    resume_from: Path | None = None,
+) -> Any:
+    """Train `model` on encoded rows; returns the unwrapped model. Logs loss and tokens/s.
+
+    Each checkpoint also holds the accelerate state (optimizer, scheduler, RNG) and the position
+    in the batch order, so `resume_from` continues exactly where that checkpoint was taken.
+    """
+    if not train.ids:
+        raise GiellmError(
+            f"{stage.name}: no training records (all longer than max_len={config.max_len}?)"
+        )
+    loop = _Loop(model, stage, train, dev, config, pad_id, log, checkpoints)
+    return loop.run(resume_from)
+
+
+class _Loop:
+    """One stage's accelerator, optimizer and schedule, and where the loop stands."""
+
+    def __init__(
+        self,
+        model: Any,
+        stage: Stage,
+        train: Encoded,
+        dev: Encoded | None,
+        config: TrainConfig,
+        pad_id: int,
+        log: Log,
+        checkpoints: Checkpoints | None,
+    ) -> None:
+        import torch
+        from accelerate import Accelerator
+        from transformers import get_cosine_schedule_with_warmup
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+        self.stage, self.train, self.dev, self.config = stage, train, dev, config
+        self.pad_id, self.log, self.checkpoints = pad_id, log, checkpoints
+        acc = Accelerator(
+            cpu=on_cpu(),
+            gradient_accumulation_steps=config.grad_accum,
+            mixed_precision=config.mixed_precision,
+        )
+        deepspeed = acc.state.deepspeed_plugin
+        if deepspeed is not None:  # batches come from our sampler, so DeepSpeed is told the size
+            deepspeed.deepspeed_config["train_micro_batch_size_per_gpu"] = stage.batch_size
+        self.lengths = [len(x) for x in train.ids]
+        # accelerate hands each of N processes every N-th batch: an epoch is 1/N of them each
+        batches = math.ceil(len(self.lengths) / stage.batch_size)
+        per_epoch = math.ceil(batches / acc.num_processes)
+        self.steps = stage.max_steps or max(
+            1, math.ceil(per_epoch * stage.epochs / config.grad_accum)
+        )
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(self.params, lr=stage.lr, weight_decay=config.weight_decay)
+        ticks = acc.num_processes  # the prepared scheduler steps once per process per step
+        warmup = math.ceil(self.steps * config.warmup_ratio)
+        scheduler = get_cosine_schedule_with_warmup(optimizer, warmup * ticks, self.steps * ticks)
+        self.model, self.optimizer, self.scheduler = acc.prepare(model, optimizer, scheduler)
+        self.acc = acc
+        self.step = self.epoch = self.skip = self.tokens = 0
+        self.window_loss, self.window_n = 0.0, 0
+        log({"stage": stage.name, "processes": acc.num_processes, "steps": self.steps})
+
+    def run(self, resume_from: Path | None) -> Any:
+        from giellm.progress import training_progress
+
+        if resume_from is not None:
+            position = json.loads((resume_from / POSITION_FILE).read_text(encoding="utf-8"))
+            self.step, self.epoch, self.skip = (
+                position["step"],
+                position["epoch"],
+                position["batch"],
+            )
+            self.log(
+                {"stage": self.stage.name, "resumed_from": str(resume_from), "step": self.step}
+            )
+        self.started = time.perf_counter()
+        self.model.train()
+        main = self.acc.is_main_process
+        with training_progress(self.stage.name, self.steps, enabled=main) as bar:
+            while self.step < self.steps:
+                self._epoch(bar, resume_from)
+                resume_from = None
+                self.epoch += 1
+        seconds = time.perf_counter() - self.started
+        self.log(
+            {
+                "stage": self.stage.name,
+                "step": self.step,
+                "dev_loss": self._dev_loss(),
+                "seconds": seconds,
+            }
+        )
+        self.acc.wait_for_everyone()
+        return self.acc.unwrap_model(self.model)
+
+    def _epoch(self, bar: Any, resume_from: Path | None) -> None:
+        batches = length_batches(self.lengths, self.stage.batch_size, self.config.seed + self.epoch)
+        rows = self.acc.prepare(loader(self.train.ids, self.train.labels, batches, self.pad_id))
+        if self.skip:  # the batches this epoch had already trained on before the checkpoint
+            rows = self.acc.skip_first_batches(rows, self.skip)
+        if resume_from is not None:  # last: weights, optimizer, schedule and RNG as saved
+            self.acc.load_state(str(resume_from))
+        index, self.skip = self.skip, 0
+        for batch in rows:
+            index += 1
+            if self._train_on(batch):
+                self._after_step(bar, index)
+                if self.step >= self.steps:
+                    return
+
+    def _train_on(self, batch: dict[str, Any]) -> bool:
+        """One micro-batch; True when it completed an optimizer step."""
+        with self.acc.accumulate(self.model):
+            loss = target_loss(self.model, batch)
+            self.acc.backward(loss)
+            if self.acc.sync_gradients:
+                self.acc.clip_grad_norm_(self.params, 1.0)
+            self.optimizer.step()
+            self.scheduler.step()
+            self.optimizer.zero_grad()
+        self.tokens += int(batch["attention_mask"].sum())
+        self.window_loss += float(loss.detach())
+        self.window_n += 1
+        if not self.acc.sync_gradients:
+            return False
+        self.step += 1
+        return True
+
+    def _after_step(self, bar: Any, index: int) -> None:
+        """Progress, the loss log, dev loss and checkpoints at their intervals."""
+        config, name = self.config, self.stage.name
+        rate = self.tokens / (time.perf_counter() - self.started)
+        loss = self.window_loss / self.window_n
+        bar.update(step=self.step, loss=loss, rate=rate)
+        if self.step % config.log_every == 0 or self.step == self.steps:
+            lr = self.scheduler.get_last_lr()[0]
+            self.log(
+                {"stage": name, "step": self.step, "loss": loss, "lr": lr, "tokens_per_s": rate}
+            )
+            self.window_loss, self.window_n = 0.0, 0
+        due = config.eval_every and self.step % config.eval_every == 0 and self.step < self.steps
+        if self.dev is not None and due:
+            self.log({"stage": name, "step": self.step, "dev_loss": self._dev_loss()})
+        if self.checkpoints and config.save_every and self.step % config.save_every == 0:
+            self._checkpoint(self.checkpoints, index)
+
+    def _checkpoint(self, checkpoints: Checkpoints, index: int) -> None:
+        self.acc.wait_for_everyone()
+        target = checkpoints.save(self.acc.unwrap_model(self.model), self.step)
+        self.acc.save_state(str(target / "state"))
+        if self.acc.is_main_process:  # written last: marks the state complete
+            position = {"step": self.step, "epoch": self.epoch, "batch": index}
+            (target / "state" / POSITION_FILE).write_text(json.dumps(position))
+            checkpoints.done(target)
+
+    def _dev_loss(self) -> float | None:
+        import torch
+
+        if self.dev is None or not self.dev.ids:
+            return None
+        self.model.eval()
+        total, count = 0.0, 0
+        batches = length_batches([len(x) for x in self.dev.ids], self.stage.batch_size, 0)
+        with torch.no_grad():
+            rows = loader(self.dev.ids, self.dev.labels, batches, self.pad_id)
+            for batch in self.acc.prepare(rows):
+                n = int((batch["labels"] != IGNORE).sum())
+                total += float(target_loss(self.model, batch)) * n
+                count += n
+        self.model.train()
+        return total / max(count, 1)
