@@ -246,74 +246,55 @@ def greedy(
     is called as soon as prompt i is finished. `vocab`: the only token ids the guides can allow
     (all of them, EOS included); logits are then computed for these alone.
     """
-    device = next(model.parameters()).device
-    head = None if vocab is None or guides is None else _OutputHead(model, vocab)
-    body = model if head is None else model.base_model
-    cache_key, extra = _forward_keywords(body)
-    outputs: list[list[int]] = [[] for _ in prompts]
-    ended = [False] * len(prompts)
-    finished = [False] * len(prompts)
     budgets = [
         max_tokens if position_limit is None else max(1, min(max_tokens, position_limit - len(p)))
         for p in prompts
     ]
-    waiting = list(range(len(prompts)))
-    batch: _Batch | None = None
-    span = max((len(p) + b for p, b in zip(prompts, budgets, strict=True)), default=0)
-    # other caches cannot be joined: their prompts are prefilled as one batch and run to the end
-    group = _PREFILL_ROWS if _joinable(_new_cache(model, span)) else batch_size
-
-    def step(target: _Batch, ids: torch.Tensor, positions: torch.Tensor) -> None:
-        """Run the model on `ids` and choose each live row's next token.
-
-        Finished rows stay (fed a pad) until a quarter of the batch has finished, then leave
-        together: dropping rows copies the whole cache.
-        """
-        out = body(
-            input_ids=ids,
-            attention_mask=target.mask,
-            position_ids=positions,
-            **{cache_key: target.cache},
-            **extra,
-        )
-        live = [b for b, r in enumerate(target.rows) if not finished[r]]
-        if head is None:
-            logits = out.logits[live, -1]
-        else:
-            logits = head.logits(out.last_hidden_state[live, -1])
-        row_guides = None if guides is None else [guides[target.rows[b]] for b in live]
-        for b, token in zip(live, choose(logits, row_guides, head), strict=True):
-            r = target.rows[b]
-            stop = token == eos_id or token in stop_ids
-            if stop:
-                ended[r] = True
-            else:
-                outputs[r].append(token)
-            target.pending[b] = pad_id if stop else token
-            if ended[r] or len(outputs[r]) >= budgets[r]:
-                finished[r] = True
-                if on_done is not None:
-                    on_done(r, outputs[r], ended[r])
-        keep = [b for b, r in enumerate(target.rows) if not finished[r]]
-        if len(target.rows) - len(keep) >= max(1, len(target.rows) // 4):
-            _keep(target, keep)
-
-    def prefill(taken: list[int]) -> _Batch:
-        """A new batch of `taken` prompts, run through the model, with their first tokens."""
-        padded, masks = pad_batch([prompts[r] for r in taken], pad_id, left=True)
-        mask = torch.tensor(masks, device=device)
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        new = _Batch(taken, _new_cache(model, span), mask, positions[:, -1:], [pad_id] * len(taken))
-        step(new, torch.tensor(padded, device=device), positions)
-        return new
-
+    run = _Generation(model, prompts, budgets, pad_id, frozenset({eos_id}) | stop_ids, guides)
+    run.on_done, run.head = on_done, None
+    if vocab is not None and guides is not None:
+        run.head, run.body = _OutputHead(model, vocab), model.base_model
+        run.cache_key, run.extra = _forward_keywords(run.body)
     with torch.inference_mode():
+        run.until_done(batch_size)
+    return list(zip(run.outputs, run.ended, strict=True))
+
+
+class _Generation:
+    """The state of one `greedy` call: every prompt's output so far and the running batch."""
+
+    def __init__(
+        self,
+        model: Any,
+        prompts: Sequence[Sequence[int]],
+        budgets: list[int],
+        pad_id: int,
+        stops: frozenset[int],
+        guides: Sequence[Guide] | None,
+    ) -> None:
+        self.model, self.body, self.prompts, self.budgets = model, model, prompts, budgets
+        self.pad_id, self.stops, self.guides = pad_id, stops, guides
+        self.device = next(model.parameters()).device
+        self.cache_key, self.extra = _forward_keywords(model)
+        self.head: _OutputHead | None = None
+        self.on_done: Callable[[int, list[int], bool], None] | None = None
+        self.outputs: list[list[int]] = [[] for _ in prompts]
+        self.ended = [False] * len(prompts)
+        self.finished = [False] * len(prompts)
+        self.span = max((len(p) + b for p, b in zip(prompts, budgets, strict=True)), default=0)
+
+    def until_done(self, batch_size: int) -> None:
+        """Prefill waiting prompts into the free rows, step, repeat until every row ended."""
+        # other caches cannot be joined: their prompts are prefilled as one batch to the end
+        group = _PREFILL_ROWS if _joinable(_new_cache(self.model, self.span)) else batch_size
+        waiting = list(range(len(self.prompts)))
+        batch: _Batch | None = None
         while waiting or batch is not None:
             free = batch_size - (0 if batch is None else len(batch.rows))
             can_join = batch is None or _joinable(batch.cache)
             if waiting and can_join and free >= max(1, batch_size // 4):
                 taken, waiting = waiting[:free], waiting[free:]
-                chunks = [prefill(taken[k : k + group]) for k in range(0, len(taken), group)]
+                chunks = [self.prefill(taken[k : k + group]) for k in range(0, len(taken), group)]
                 joining = [b for b in ([] if batch is None else [batch]) + chunks if b.rows]
                 batch = _join(joining) if joining else None
             if batch is None:
@@ -323,7 +304,57 @@ def greedy(
                 continue
             batch.mask = torch.nn.functional.pad(batch.mask, (0, 1), value=1)
             batch.last = batch.last + 1
-            step(batch, torch.tensor(batch.pending, device=device)[:, None], batch.last)
+            pending = torch.tensor(batch.pending, device=self.device)[:, None]
+            self.step(batch, pending, batch.last)
             if not batch.rows:
                 batch = None
-    return list(zip(outputs, ended, strict=True))
+
+    def prefill(self, taken: list[int]) -> _Batch:
+        """A new batch of `taken` prompts, run through the model, with their first tokens."""
+        padded, masks = pad_batch([self.prompts[r] for r in taken], self.pad_id, left=True)
+        mask = torch.tensor(masks, device=self.device)
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        cache = _new_cache(self.model, self.span)
+        new = _Batch(taken, cache, mask, positions[:, -1:], [self.pad_id] * len(taken))
+        self.step(new, torch.tensor(padded, device=self.device), positions)
+        return new
+
+    def step(self, target: _Batch, ids: torch.Tensor, positions: torch.Tensor) -> None:
+        """Run the model on `ids` and choose each live row's next token.
+
+        Finished rows stay (fed a pad) until a quarter of the batch has finished, then leave
+        together: dropping rows copies the whole cache.
+        """
+        out = self.body(
+            input_ids=ids,
+            attention_mask=target.mask,
+            position_ids=positions,
+            **{self.cache_key: target.cache},
+            **self.extra,
+        )
+        live = [b for b, r in enumerate(target.rows) if not self.finished[r]]
+        if self.head is None:
+            logits = out.logits[live, -1]
+        else:
+            logits = self.head.logits(out.last_hidden_state[live, -1])
+        guides = self.guides
+        row_guides = None if guides is None else [guides[target.rows[b]] for b in live]
+        for b, token in zip(live, choose(logits, row_guides, self.head), strict=True):
+            self._take(target, b, token)
+        keep = [b for b, r in enumerate(target.rows) if not self.finished[r]]
+        if len(target.rows) - len(keep) >= max(1, len(target.rows) // 4):
+            _keep(target, keep)
+
+    def _take(self, target: _Batch, b: int, token: int) -> None:
+        """Row `b` of `target` chose `token`: append it, or end the row."""
+        r = target.rows[b]
+        stop = token in self.stops
+        if stop:
+            self.ended[r] = True
+        else:
+            self.outputs[r].append(token)
+        target.pending[b] = self.pad_id if stop else token
+        if self.ended[r] or len(self.outputs[r]) >= self.budgets[r]:
+            self.finished[r] = True
+            if self.on_done is not None:
+                self.on_done(r, self.outputs[r], self.ended[r])
