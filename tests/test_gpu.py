@@ -45,12 +45,13 @@ def test_hf_backend_runs_bf16_on_cuda(data_dir: Path) -> None:
     _check_records(list(extractor.predict(gold, schema="stockmark")), gold)
 
 
-def _vllm(model: Path | None = None, **options: object) -> object:
+def _vllm(model: Path | None = None) -> Extractor:
     pytest.importorskip("vllm")
-    from giellm.inference.backends.vllm import VllmExtractor
+    from giellm.inference.backends.vllm import VllmBackend
 
     # eager mode: no CUDA-graph capture or compilation, so the tests start quickly
-    return VllmExtractor(model, gpu_memory_utilization=0.3, enforce_eager=True, **options)
+    backend = VllmBackend(model, gpu_memory_utilization=0.3, enforce_eager=True)
+    return Extractor(backend=backend, batch_size=256)
 
 
 def test_vllm_constrained_extraction_agrees_with_the_cpu_path(
@@ -58,11 +59,11 @@ def test_vllm_constrained_extraction_agrees_with_the_cpu_path(
 ) -> None:
     gold = load("stockmark", "dev", "NER", data_dir)[:200]
     fast = _vllm()
-    got = list(fast.predict(gold, schema="stockmark"))  # type: ignore[attr-defined]
+    got = list(fast.predict(gold, schema="stockmark"))
     _check_records(got, gold)
     # vLLM (bf16, its kernels, the EBNF grammar) is greedy decoding of the same model under
     # the same layout: where its outputs part from the CPU's (fp32), it is on a near tie
-    parting = first_partings(embedded, fast, gold, "stockmark")  # type: ignore[arg-type]
+    parting = first_partings(embedded, fast, gold, "stockmark")
     print(f"vLLM vs CPU: {parting}")
     assert max(parting.gaps, default=0.0) < TIE
     # the EBNF grammar leaves entity order free (the CPU grammar keeps text order): that is
@@ -82,7 +83,7 @@ def test_vllm_serves_a_lora_adapter(data_dir: Path, tmp_path: Path, embedded: Ex
     assert (adapter / "adapter_config.json").exists()
     fast = _vllm(adapter)
     gold = load("stockmark", "dev", "NER", data_dir)[:50]
-    got = list(fast.predict(gold, schema="stockmark"))  # type: ignore[attr-defined]
+    got = list(fast.predict(gold, schema="stockmark"))
     _check_records(got, gold)
 
     def agree(other: Extractor) -> int:

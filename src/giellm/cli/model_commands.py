@@ -59,8 +59,7 @@ def _extractor(
 ) -> Any:
     from transformers.utils import logging as hf_logging
 
-    from giellm.inference.backends.vllm import open_extractor
-    from giellm.inference.extractor import check_settings
+    from giellm.inference.extractor import check_settings, open_extractor
 
     hf_logging.disable_progress_bar()
     check_settings(batch_size, max_new_tokens)  # before loading, whichever the backend

@@ -15,13 +15,12 @@ from itertools import islice
 from pathlib import Path
 from typing import Any
 
-from giellm.constraints.automaton import Grammar, TokenGuide, VocabIndex
-from giellm.constraints.output_vocab import CharIndex
+from giellm.constraints.automaton import VocabIndex
 from giellm.data.registry import get_format
 from giellm.errors import GiellmError
+from giellm.inference.backends import Backend, Layout, Rows, open_backend
 from giellm.layout.format import decode
 from giellm.layout.windows import merge, window_bounds
-from giellm.models.loading import load_model
 from giellm.models.sequences import prompt_ids
 from giellm.models.tokenizer import token_bytes
 from giellm.schema import Example
@@ -75,24 +74,6 @@ def check_settings(batch_size: int, max_new_tokens: int | None) -> None:
         raise GiellmError(f"max_new_tokens must be at least 1, not {max_new_tokens}")
 
 
-def stop_ids(model: Any, tokenizer: Any) -> frozenset[int]:
-    """Every id that ends generation: the tokenizer's EOS and the model's configured ones."""
-    ids = {tokenizer.eos_token_id}
-    for config in (model.config.get_text_config(), getattr(model, "generation_config", None)):
-        value = getattr(config, "eos_token_id", None)
-        ids |= set(value) if isinstance(value, list | tuple) else {value}
-    return frozenset(i for i in ids if isinstance(i, int))
-
-
-def _model_limit(model: Any) -> int | None:
-    config = model.config.get_text_config()  # a multimodal config keeps it in text_config
-    for name in ("max_position_embeddings", "n_positions"):
-        value = getattr(config, name, None)
-        if isinstance(value, int):
-            return value
-    return None
-
-
 class Extractor:
     """A loaded model that extracts any of its tasks from Japanese text.
 
@@ -109,10 +90,19 @@ class Extractor:
         batch_size: int = 64,
         max_new_tokens: int | None = None,
         dtype: str = "auto",
+        backend: Backend | None = None,
     ) -> None:
+        """`backend`: where generation runs (default: transformers, loading `model` on
+        `device`); see `giellm.inference.backends`."""
         check_settings(batch_size, max_new_tokens)  # before the slow part
-        self.model, self.tokenizer, self.meta = load_model(model, device=device, dtype=dtype)
-        self._configure(device, constrained, batch_size, max_new_tokens)
+        self.backend = backend or open_backend(model, device=device, dtype=dtype)
+        self.tokenizer, self.meta = self.backend.tokenizer, self.backend.meta
+        self._configure(self.backend.device, constrained, batch_size, max_new_tokens)
+
+    @property
+    def model(self) -> Any:
+        """The transformers model (None for a backend that holds its own, such as vLLM)."""
+        return getattr(self.backend, "model", None)
 
     def _configure(
         self, device: str, constrained: bool, batch_size: int, max_new_tokens: int | None
@@ -125,7 +115,6 @@ class Extractor:
         self.max_new_tokens = max_new_tokens or self.meta.max_new_tokens
         self.stats = Stats()
         self._trie: VocabIndex | None = None
-        self._chars: CharIndex | None = None
 
     def configured(
         self,
@@ -144,7 +133,7 @@ class Extractor:
             self.batch_size if batch_size is None else batch_size,
             self.max_new_tokens if max_new_tokens is None else max_new_tokens,
         )
-        twin._trie, twin._chars = self._trie, self._chars
+        twin._trie = self._trie
         return twin
 
     @property
@@ -165,7 +154,7 @@ class Extractor:
 
     def position_limit(self) -> int | None:
         """How many positions (prompt + output) the model takes, if it says."""
-        return _model_limit(self.model)
+        return self.backend.position_limit()
 
     def schema(self, task: str, schema: LabelSchema | str | None = None) -> LabelSchema:
         """The label sets to constrain `task` to: given, a dataset's by name, or the model's."""
@@ -229,7 +218,8 @@ class Extractor:
                 ids = [tok.bos_token_id, *ids]  # a chat template may have written it already
             rows.append(ids if keep is None else ids[-keep:])
         out: list[Completion] = []
-        for ids, (row, ended) in zip(rows, self._greedy(rows, max_tokens), strict=True):
+        generated = self.backend.free_rows(rows, max_tokens, self.batch_size)
+        for ids, (row, ended) in zip(rows, generated, strict=True):
             text = tok.decode(row, skip_special_tokens=True)
             cuts = [text.index(s) for s in stop if s and s in text]
             if cuts:
@@ -310,52 +300,27 @@ class Extractor:
         windows: list[_Window],
         schemas: dict[str, LabelSchema],
         on_done: Callable[[int, list[int], bool], None] | None,
-    ) -> list[tuple[list[int], bool]]:
+    ) -> Rows:
         """(generated ids, ended) per window, each also given to `on_done(index, ids, ended)`
-        as soon as it ends: the part a backend replaces."""
-        guides, vocab = None, None
+        as soon as it ends."""
+        layouts = None
         if self.constrained:
-            grammars = [
-                Grammar(w.source.task, schemas[w.source.task], w.source.text) for w in windows
+            layouts = [
+                Layout(w.source.task, schemas[w.source.task], w.source.text) for w in windows
             ]
-            guides = [TokenGuide(self.trie, g) for g in grammars]
-            vocab = self._output_vocab(grammars)
-        return self._greedy([w.ids for w in windows], self.max_new_tokens, guides, on_done, vocab)
-
-    def _output_vocab(self, grammars: Sequence[Grammar]) -> Any:
-        """The tokens these grammars can allow (None: any, as with an open name set)."""
-        names: set[str] = set()
-        for grammar in grammars:
-            used = grammar.names()
-            if used is None:
-                return None
-            names |= used
-        if self._chars is None:
-            self._chars = CharIndex(self.trie.pieces)
-        texts = {g.text.decode() for g in grammars} | names
-        return self._chars.within(texts, always=[self.trie.eos_id])
-
-    def _greedy(
-        self,
-        prompts: list[list[int]],
-        max_tokens: int,
-        guides: list[TokenGuide] | None = None,
-        on_done: Callable[[int, list[int], bool], None] | None = None,
-        vocab: Any = None,
-    ) -> list[tuple[list[int], bool]]:
-        from giellm.models.decoding import greedy  # torch loads only when a model runs
-
-        tok = self.tokenizer
-        return greedy(
-            self.model,
-            prompts,
-            pad_id=tok.pad_token_id,
-            eos_id=tok.eos_token_id,
-            max_tokens=max_tokens,
-            batch_size=self.batch_size,
-            guides=guides,
-            position_limit=self.position_limit(),
-            on_done=on_done,
-            stop_ids=stop_ids(self.model, tok),
-            vocab=vocab,
+        prompts = [w.ids for w in windows]
+        return self.backend.window_rows(
+            prompts, layouts, self.max_new_tokens, self.batch_size, self.trie, on_done
         )
+
+
+def open_extractor(
+    model: str | Path | None = None, *, backend: str = "hf", **options: Any
+) -> Extractor:
+    """An extractor on the chosen backend: "hf" (transformers; CPU or GPU) or "vllm" (GPU)."""
+    settings = {
+        k: options.pop(k) for k in ("constrained", "batch_size", "max_new_tokens") if k in options
+    }
+    if backend == "vllm" and "batch_size" in settings:
+        options["batch_size"] = settings["batch_size"]  # vLLM's sequences in flight
+    return Extractor(backend=open_backend(model, backend=backend, **options), **settings)

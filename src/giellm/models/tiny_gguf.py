@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,19 @@ def unigram_pieces(texts: Iterable[str], vocab_size: int) -> list[tuple[str, flo
     return sorted(((p, float(s)) for p, s in vocab if p), key=lambda ps: -ps[1])[:vocab_size]
 
 
+@dataclass(frozen=True)
+class _Shape:
+    hidden: int
+    layers: int
+    heads: int = 2
+    kv_heads: int = 1
+    head_dim: int = 32
+
+    @property
+    def ffn(self) -> int:
+        return 2 * self.hidden
+
+
 def write_tiny_gemma_gguf(
     texts: Iterable[str],
     path: Path,
@@ -50,9 +64,7 @@ def write_tiny_gemma_gguf(
     seed: int = 0,
 ) -> Path:
     """Write a random Gemma 3 GGUF (Q8_0 and Q5_0 matrices, F32 norms) with a trained vocab."""
-    import numpy as np
-    from gguf import GGMLQuantizationType, GGUFWriter, TokenType
-    from gguf.quants import quantize
+    from gguf import GGUFWriter, TokenType
 
     byte_pieces = [f"<0x{b:02X}>" for b in range(256)]
     learned = [(p, s) for p, s in unigram_pieces(texts, vocab_size) if p not in byte_pieces]
@@ -60,22 +72,9 @@ def write_tiny_gemma_gguf(
     types = [TokenType.CONTROL] * (len(CONTROL) + len(UNUSED)) + [TokenType.BYTE] * 256
     types += [TokenType.NORMAL] * len(learned)
     scores = [0.0] * (len(tokens) - len(learned)) + [s for _, s in learned]
-
-    rng = np.random.default_rng(seed)
-    heads, kv_heads, head_dim, ffn = 2, 1, 32, 2 * hidden
+    shape = _Shape(hidden, layers)
     writer = GGUFWriter(str(path), "gemma3")
-    writer.add_name("tiny gemma3")
-    writer.add_context_length(2048)
-    writer.add_embedding_length(hidden)
-    writer.add_block_count(layers)
-    writer.add_feed_forward_length(ffn)
-    writer.add_head_count(heads)
-    writer.add_head_count_kv(kv_heads)
-    writer.add_key_length(head_dim)
-    writer.add_value_length(head_dim)
-    writer.add_layer_norm_rms_eps(1e-6)
-    writer.add_rope_freq_base(1_000_000.0)
-    writer.add_sliding_window(sliding_window)
+    _write_config(writer, shape, sliding_window)
     writer.add_tokenizer_model("llama")
     writer.add_token_list(tokens)
     writer.add_token_scores(scores)
@@ -85,6 +84,39 @@ def write_tiny_gemma_gguf(
     writer.add_unk_token_id(3)
     writer.add_pad_token_id(0)
     writer.add_add_bos_token(True)
+    _write_tensors(writer, shape, len(tokens), seed)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path
+
+
+def _write_config(writer: Any, shape: _Shape, sliding_window: int) -> None:
+    writer.add_name("tiny gemma3")
+    writer.add_context_length(2048)
+    writer.add_embedding_length(shape.hidden)
+    writer.add_block_count(shape.layers)
+    writer.add_feed_forward_length(shape.ffn)
+    writer.add_head_count(shape.heads)
+    writer.add_head_count_kv(shape.kv_heads)
+    writer.add_key_length(shape.head_dim)
+    writer.add_value_length(shape.head_dim)
+    writer.add_layer_norm_rms_eps(1e-6)
+    writer.add_rope_freq_base(1_000_000.0)
+    writer.add_sliding_window(sliding_window)
+
+
+def _write_tensors(writer: Any, shape: _Shape, vocab: int, seed: int) -> None:
+    """Random weights in llama.cpp's Gemma 3 names, quantized as the real file's mix."""
+    import numpy as np
+    from gguf import GGMLQuantizationType
+    from gguf.quants import quantize
+
+    q8, q5 = GGMLQuantizationType.Q8_0, GGMLQuantizationType.Q5_0
+    rng = np.random.default_rng(seed)
+    hidden, ffn, q_rows = shape.hidden, shape.ffn, shape.heads * shape.head_dim
+    kv_rows = shape.kv_heads * shape.head_dim
 
     def matrix(name: str, rows: int, cols: int, qtype: Any) -> None:
         values = rng.normal(0, 0.05, (rows, cols)).astype(np.float32)
@@ -93,23 +125,18 @@ def write_tiny_gemma_gguf(
     def norm(name: str, size: int) -> None:  # stored +1, as llama.cpp writes Gemma norms
         writer.add_tensor(name, (1 + rng.normal(0, 0.1, size)).astype(np.float32))
 
-    matrix("token_embd.weight", len(tokens), hidden, GGMLQuantizationType.Q8_0)
-    for i in range(layers):
+    matrix("token_embd.weight", vocab, hidden, q8)
+    for i in range(shape.layers):
         blk = f"blk.{i}"
-        matrix(f"{blk}.attn_q.weight", heads * head_dim, hidden, GGMLQuantizationType.Q5_0)
-        matrix(f"{blk}.attn_k.weight", kv_heads * head_dim, hidden, GGMLQuantizationType.Q5_0)
-        matrix(f"{blk}.attn_v.weight", kv_heads * head_dim, hidden, GGMLQuantizationType.Q8_0)
-        matrix(f"{blk}.attn_output.weight", hidden, heads * head_dim, GGMLQuantizationType.Q8_0)
-        matrix(f"{blk}.ffn_gate.weight", ffn, hidden, GGMLQuantizationType.Q5_0)
-        matrix(f"{blk}.ffn_up.weight", ffn, hidden, GGMLQuantizationType.Q5_0)
-        matrix(f"{blk}.ffn_down.weight", hidden, ffn, GGMLQuantizationType.Q8_0)
+        matrix(f"{blk}.attn_q.weight", q_rows, hidden, q5)
+        matrix(f"{blk}.attn_k.weight", kv_rows, hidden, q5)
+        matrix(f"{blk}.attn_v.weight", kv_rows, hidden, q8)
+        matrix(f"{blk}.attn_output.weight", hidden, q_rows, q8)
+        matrix(f"{blk}.ffn_gate.weight", ffn, hidden, q5)
+        matrix(f"{blk}.ffn_up.weight", ffn, hidden, q5)
+        matrix(f"{blk}.ffn_down.weight", hidden, ffn, q8)
         for name in ("attn_q_norm", "attn_k_norm"):
-            norm(f"{blk}.{name}.weight", head_dim)
+            norm(f"{blk}.{name}.weight", shape.head_dim)
         for name in ("attn_norm", "post_attention_norm", "ffn_norm", "post_ffw_norm"):
             norm(f"{blk}.{name}.weight", hidden)
     norm("output_norm.weight", hidden)
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
-    return path

@@ -1,7 +1,8 @@
 """Extraction on a GPU with vLLM: paged attention, continuous batching, LoRA adapters, bf16.
 
-`VllmExtractor` is an `Extractor` whose generation runs in a `vllm.LLM`: the same windows,
-prompts, decoding and merging, so its records are the same shape as the CPU path's. Constraints
+`VllmBackend` is the `Backend` whose generation runs in a `vllm.LLM`: the `Extractor` keeps
+the same windows, prompts, decoding and merging, so records are the same shape as the CPU
+path's. Constraints
 go through vLLM's structured outputs as the EBNF layout grammar of each window
 (`giellm.constraints.ebnf.layout_grammar`). A LoRA output directory of `giellm train` is served
 as an adapter on its base model (`LoRARequest`), not merged, so several adapters can share one
@@ -14,15 +15,15 @@ Needs the `vllm` extra and a CUDA GPU: `pip install -e '.[vllm]'`; then
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from giellm.constraints.automaton import VocabIndex
 from giellm.constraints.ebnf import layout_grammar
 from giellm.errors import GiellmError
-from giellm.inference.extractor import Extractor, _Window
+from giellm.inference.backends import Layout, OnDone, Rows
 from giellm.models.loading import resolve_model
-from giellm.tasks import LabelSchema
 
 
 def _import_vllm() -> Any:
@@ -35,16 +36,17 @@ def _import_vllm() -> Any:
     return vllm
 
 
-class VllmExtractor(Extractor):
-    """An `Extractor` that generates with vLLM (greedy, bf16 by default)."""
+class VllmBackend:
+    """Generation with vLLM (greedy, bf16 by default); `batch_size` is vLLM's most sequences
+    in flight."""
+
+    device = "cuda"
 
     def __init__(
         self,
         model: str | Path | None = None,
         *,
-        constrained: bool = True,
         batch_size: int = 256,
-        max_new_tokens: int | None = None,
         dtype: str = "bfloat16",
         gpu_memory_utilization: float = 0.85,
         **engine: Any,
@@ -73,9 +75,7 @@ class VllmExtractor(Extractor):
             options["hf_config_path"] = str(source.prepared)
         self.tokenizer = resolved.load_tokenizer()
         self.llm = vllm.LLM(model=str(source.path or source.name), **options)
-        self.model = None
         self.meta = resolved.meta
-        self._configure("cuda", constrained, batch_size, max_new_tokens)
 
     def position_limit(self) -> int | None:
         config = getattr(self.llm.llm_engine, "model_config", None)
@@ -110,42 +110,23 @@ class VllmExtractor(Extractor):
             out.append((ids, completion.finish_reason == "stop"))
         return out
 
-    def _window_rows(
+    def window_rows(
         self,
-        windows: list[_Window],
-        schemas: dict[str, LabelSchema],
-        on_done: Callable[[int, list[int], bool], None] | None,
-    ) -> list[tuple[list[int], bool]]:
-        grammars = [
-            layout_grammar(w.source.task, schemas[w.source.task], w.source.text)
-            if self.constrained
-            else None
-            for w in windows
-        ]
-        rows = self._run([w.ids for w in windows], self.max_new_tokens, grammars)
+        prompts: list[list[int]],
+        layouts: Sequence[Layout] | None,
+        max_tokens: int,
+        batch_size: int,
+        index: VocabIndex,
+        on_done: OnDone | None,
+    ) -> Rows:
+        grammars: list[str | None] = [None] * len(prompts)
+        if layouts is not None:
+            grammars = [layout_grammar(w.task, w.schema, w.text) for w in layouts]
+        rows = self._run(prompts, max_tokens, grammars)
         if on_done is not None:  # vLLM hands the rows back together
             for k, (ids, ended) in enumerate(rows):
                 on_done(k, ids, ended)
         return rows
 
-    def _greedy(
-        self,
-        prompts: list[list[int]],
-        max_tokens: int,
-        guides: Any = None,
-        on_done: Callable[[int, list[int], bool], None] | None = None,
-        vocab: Any = None,
-    ) -> list[tuple[list[int], bool]]:
+    def free_rows(self, prompts: list[list[int]], max_tokens: int, batch_size: int) -> Rows:
         return self._run(prompts, max_tokens, [None] * len(prompts))
-
-
-def open_extractor(
-    model: str | Path | None = None, *, backend: str = "hf", **options: Any
-) -> Extractor:
-    """An extractor on the chosen backend: "hf" (transformers; CPU or GPU) or "vllm" (GPU)."""
-    if backend == "hf":
-        return Extractor(model, **options)
-    if backend == "vllm":
-        options.pop("device", None)
-        return VllmExtractor(model, **options)
-    raise GiellmError(f"unknown backend {backend!r}; use hf or vllm")
