@@ -30,6 +30,7 @@ from spacy.language import Language
 from spacy.tokens import Doc, Span
 from spacy.util import filter_spans
 
+from giellm.families import family_of
 from giellm.schema import Example, example_to_dict
 from giellm.tasks import get_task
 
@@ -148,7 +149,7 @@ class GiellmComponent:
             doc.cats.update({label: float(label == record.label) for label in self.labels})
         elif record.label is not None:  # an open label set: the one predicted
             doc.cats[record.label] = 1.0
-        if get_task(self.task).family != "entities":
+        if family_of(self.task).field != "entities":
             return
         aligned, misaligned = [], []
         for entity in record.entities:
