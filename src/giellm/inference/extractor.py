@@ -107,7 +107,7 @@ class Extractor:
     def _configure(
         self, device: str, constrained: bool, batch_size: int, max_new_tokens: int | None
     ) -> None:
-        """The generation settings and counters every backend keeps (after `meta` is loaded)."""
+        """The generation settings and counters (after the backend has loaded `meta`)."""
         check_settings(batch_size, max_new_tokens)
         self.device = device
         self.constrained = constrained
