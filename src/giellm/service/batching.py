@@ -125,15 +125,6 @@ class Batcher:
         self._arrived.set()
         return job
 
-    async def answer(self, key: Hashable, inputs: Sequence[Any]) -> list[Any]:
-        """Submit and wait for the results (cancelling the job if the caller is cancelled)."""
-        job = self.submit(key, inputs)
-        try:
-            return await asyncio.shield(job.future)
-        except asyncio.CancelledError:
-            self.cancel(job)
-            raise
-
     def cancel(self, job: Job) -> None:
         """The client left: drop the job's inputs not yet generated."""
         if job.future.done():
