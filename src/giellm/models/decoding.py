@@ -14,8 +14,6 @@ a model whose cache needs other layers runs batch after batch with the stock cac
 
 from __future__ import annotations
 
-import ctypes
-import functools
 import inspect
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -130,25 +128,6 @@ def _new_cache(model: Any, span: int) -> Any:
     if layers and all(type(layer) in plain for layer in layers):
         cache.layers = [_GrowingLayer() for _ in layers]
     return cache
-
-
-@functools.cache
-def _malloc_trim() -> Any:
-    """glibc's `malloc_trim`, or None where the C library has none (macOS, musl)."""
-    try:
-        return ctypes.CDLL(None).malloc_trim
-    except (OSError, AttributeError):
-        return None
-
-
-def release_freed_memory() -> None:
-    """Hand the heap's free pages back to the OS. Joining and dropping rows replaces the whole
-    KV cache; glibc keeps the freed blocks, so without this the resident memory of a long run
-    grows by the cache's copies (Gemma 3 270M, 534 sentences at batch 64: 2,345 -> 1,990 MiB
-    peak, no slower)."""
-    trim = _malloc_trim()
-    if trim is not None:
-        trim(0)
 
 
 def _joinable(cache: Any) -> bool:
@@ -318,7 +297,6 @@ class _Generation:
                 chunks = [self.prefill(taken[k : k + group]) for k in range(0, len(taken), group)]
                 joining = [b for b in ([] if batch is None else [batch]) + chunks if b.rows]
                 batch = _join(joining) if joining else None
-                release_freed_memory()
             if batch is None:
                 continue
             if not batch.rows:
@@ -366,7 +344,6 @@ class _Generation:
         keep = [b for b, r in enumerate(target.rows) if not self.finished[r]]
         if len(target.rows) - len(keep) >= max(1, len(target.rows) // 4):
             _keep(target, keep)
-            release_freed_memory()
 
     def _take(self, target: _Batch, b: int, token: int) -> None:
         """Row `b` of `target` chose `token`: append it, or end the row."""
