@@ -30,7 +30,7 @@ _PREFILL_ROWS = 8  # prompts prefilled together: fewer pad positions than one wi
 
 
 class Guide(Protocol):
-    """Picks a row's next token among the model's ranked candidates (see `constrain.TokenGuide`)."""
+    """Picks a row's next token among the model's ranked candidates (`constraints.TokenGuide`)."""
 
     def choose(self, ranked: Sequence[int], scores: Any) -> int: ...
 
