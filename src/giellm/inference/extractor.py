@@ -20,11 +20,11 @@ from giellm.data.registry import get_format
 from giellm.errors import GiellmError
 from giellm.inference.backends import Backend, Layout, Rows, open_backend
 from giellm.layout.format import decode
-from giellm.layout.windows import merge, window_bounds
+from giellm.layout.windows import merge, task_window_bounds
 from giellm.models.sequences import prompt_ids
 from giellm.models.tokenizer import token_bytes
 from giellm.schema import Example
-from giellm.tasks import LabelSchema, get_task, label_only
+from giellm.tasks import LabelSchema, get_task
 
 
 @dataclass(frozen=True)
@@ -234,10 +234,10 @@ class Extractor:
     def windows_of(self, text: str, task: str) -> list[tuple[int, int]]:
         """[start, end) of the windows the model reads of `text` for `task` (as in training:
         label-only tasks read the first `label_windows` only)."""
-        bounds = window_bounds(len(text), self.meta.window_chars, self.meta.window_overlap)
-        if label_only(task):
-            bounds = bounds[: self.meta.label_windows]
-        return bounds
+        meta = self.meta
+        return task_window_bounds(
+            text, task, meta.window_chars, meta.window_overlap, meta.label_windows
+        )
 
     def _windows(self, records: Sequence[Example]) -> list[_Window]:
         out = []

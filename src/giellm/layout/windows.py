@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from typing import TypeVar
 
 from giellm.schema import Argument, Entity, Event, Example, Relation, Span
+from giellm.tasks import label_only
 
 S = TypeVar("S", bound=Span)
 
@@ -27,6 +28,15 @@ def window_bounds(length: int, size: int, overlap: int) -> list[tuple[int, int]]
     step = size - overlap
     starts = [*range(0, length - size, step), length - size]
     return [(s, s + size) for s in dict.fromkeys(starts)]
+
+
+def task_window_bounds(
+    text: str, task: str, size: int, overlap: int, label_windows: int
+) -> list[tuple[int, int]]:
+    """The windows a model reads of `text` for `task`, in training and inference alike:
+    label-only tasks (TC, SA) read the first `label_windows` only (title and lead)."""
+    bounds = window_bounds(len(text), size, overlap)
+    return bounds[:label_windows] if label_only(task) else bounds
 
 
 def _shift(span: S, delta: int) -> S:

@@ -13,11 +13,11 @@ from typing import Any
 from giellm.data.mix import mix
 from giellm.data.registry import dataset_path, get_format, shared_data_dir
 from giellm.errors import GiellmError
-from giellm.layout.windows import crop, window_bounds
+from giellm.layout.windows import crop, task_window_bounds
 from giellm.models.loading import merge_schemas
 from giellm.models.sequences import IGNORE, pad_batch, training_pair
 from giellm.schema import Example
-from giellm.tasks import LabelSchema, get_task, label_only
+from giellm.tasks import LabelSchema, get_task
 from giellm.training.config import DataSource, TrainConfig
 
 
@@ -46,9 +46,7 @@ def windowed(
     """Long records cut into windows; label-only tasks keep the first few (title and lead)."""
     out = []
     for ex in examples:
-        bounds = window_bounds(len(ex.text), size, overlap)
-        if label_only(ex.task):
-            bounds = bounds[:label_windows]
+        bounds = task_window_bounds(ex.text, ex.task, size, overlap, label_windows)
         for k, (start, end) in enumerate(bounds):
             part = crop(ex, start, end)
             if part.text.strip():
