@@ -250,11 +250,9 @@ def greedy(
         max_tokens if position_limit is None else max(1, min(max_tokens, position_limit - len(p)))
         for p in prompts
     ]
-    run = _Generation(model, prompts, budgets, pad_id, frozenset({eos_id}) | stop_ids, guides)
-    run.on_done, run.head = on_done, None
-    if vocab is not None and guides is not None:
-        run.head, run.body = _OutputHead(model, vocab), model.base_model
-        run.cache_key, run.extra = _forward_keywords(run.body)
+    head = None if vocab is None or guides is None else _OutputHead(model, vocab)
+    stops = frozenset({eos_id}) | stop_ids
+    run = _Generation(model, prompts, budgets, pad_id, stops, guides, head, on_done)
     with torch.inference_mode():
         run.until_done(batch_size)
     return list(zip(run.outputs, run.ended, strict=True))
@@ -271,13 +269,16 @@ class _Generation:
         pad_id: int,
         stops: frozenset[int],
         guides: Sequence[Guide] | None,
+        head: _OutputHead | None,
+        on_done: Callable[[int, list[int], bool], None] | None,
     ) -> None:
-        self.model, self.body, self.prompts, self.budgets = model, model, prompts, budgets
+        self.model, self.prompts, self.budgets = model, prompts, budgets
         self.pad_id, self.stops, self.guides = pad_id, stops, guides
+        self.head, self.on_done = head, on_done
+        # with an output head the body gives hidden states and the head the logits
+        self.body = model if head is None else model.base_model
+        self.cache_key, self.extra = _forward_keywords(self.body)
         self.device = next(model.parameters()).device
-        self.cache_key, self.extra = _forward_keywords(model)
-        self.head: _OutputHead | None = None
-        self.on_done: Callable[[int, list[int], bool], None] | None = None
         self.outputs: list[list[int]] = [[] for _ in prompts]
         self.ended = [False] * len(prompts)
         self.finished = [False] * len(prompts)
