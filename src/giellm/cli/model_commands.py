@@ -5,15 +5,12 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 
 import typer
 
 from giellm.errors import GiellmError
 from giellm.progress import err_console, record_progress
-
-if TYPE_CHECKING:
-    pass
 
 ModelOption = Annotated[
     Path | None,
@@ -59,10 +56,9 @@ def _extractor(
 ) -> Any:
     from transformers.utils import logging as hf_logging
 
-    from giellm.inference.extractor import check_settings, open_extractor
+    from giellm.inference.extractor import open_extractor
 
     hf_logging.disable_progress_bar()
-    check_settings(batch_size, max_new_tokens)  # before loading, whichever the backend
     return open_extractor(
         model,
         backend=backend,
@@ -135,6 +131,7 @@ def predict(
     A killed run resumes where it stopped when run again with the same input and output (its
     progress is in OUT.partial until the last record is written).
     """
+    from giellm.data.jsonl import partial_path
     from giellm.inference.jobs import PredictJob, plan_job, run_job
 
     job = PredictJob(input, output, from_format, task, schema, on_error, rejects)
@@ -157,7 +154,7 @@ def predict(
         planned = [0]
 
         def resumed(done: int) -> None:
-            err_console.print(f"resuming after {done} records already in {output}.partial")
+            err_console.print(f"resuming after {done} records already in {partial_path(output)}")
             bar.update(records, completed=done)
 
         def window_progress(new: int, generated: int) -> None:

@@ -317,10 +317,12 @@ class Extractor:
 def open_extractor(
     model: str | Path | None = None, *, backend: str = "hf", **options: Any
 ) -> Extractor:
-    """An extractor on the chosen backend: "hf" (transformers; CPU or GPU) or "vllm" (GPU)."""
+    """An extractor on the chosen backend: "hf" (transformers; CPU or GPU) or "vllm" (GPU).
+    Its settings are checked before the backend loads."""
     settings = {
         k: options.pop(k) for k in ("constrained", "batch_size", "max_new_tokens") if k in options
     }
+    check_settings(settings.get("batch_size", 64), settings.get("max_new_tokens"))
     if backend == "vllm" and "batch_size" in settings:
         options["batch_size"] = settings["batch_size"]  # vLLM's sequences in flight
     return Extractor(backend=open_backend(model, backend=backend, **options), **settings)

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from pydantic import ValidationError
 
 from giellm.families import Reading, family_of
+from giellm.families.base import allowed
 from giellm.layout.text import split_unescaped
 from giellm.schema import Example
 from giellm.tasks import LabelSchema, Task, get_task
@@ -78,8 +79,7 @@ def _label(generated: str, reading: Reading) -> tuple[str | None, str]:
         reading.drop(body, "unclosed label")
         return None, ""
     label = body[1:close].strip() or None
-    labels = reading.schema.labels
-    if label is not None and labels is not None and label not in labels:
+    if label is not None and not allowed(label, reading.schema.labels):
         reading.drop(label, "unknown label")
         label = None
     return label, body[close + 1 :]

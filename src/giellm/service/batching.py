@@ -56,9 +56,12 @@ class Job:
     key: Hashable
     inputs: list[Any]
     future: asyncio.Future[list[Any]]
-    results: list[Any] = field(default_factory=list)
+    results: list[Any] = field(init=False)  # by input, filled as batches finish
     scheduled: int = 0  # inputs handed to a batch so far (the next one to schedule)
     finished: int = 0
+
+    def __post_init__(self) -> None:
+        self.results = [None] * len(self.inputs)
 
     @property
     def pending(self) -> int:
@@ -118,7 +121,6 @@ class Batcher:
                 Busy(f"{self.stats.queued_inputs:,} inputs are queued; retry later", 1)
             )
         job = Job(key, list(inputs), asyncio.get_running_loop().create_future())
-        job.results = [None] * len(job.inputs)
         self.stats.requests += 1
         self.stats.queued_inputs += len(job.inputs)
         self._jobs.append(job)
