@@ -35,13 +35,13 @@ def _fmt(value: float | None) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default=None, help="model directory (default: embedded)")
+    parser.add_argument("--model", default=None, help="model directory (default: the default)")
     parser.add_argument(
         "--limit", type=int, default=None, help="N dev records per case, spread over the split"
     )
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--cases", default=None, help="comma list like stockmark:NER,jrte:SA")
-    parser.add_argument("--out", default="results/tiny_ja_dev.json")
+    parser.add_argument("--out", default="results/giellm_ja_dev.json")
     args = parser.parse_args()
     cases = [tuple(c.split(":")) for c in args.cases.split(",")] if args.cases else DEFAULT_CASES
 
@@ -83,7 +83,7 @@ def main() -> None:
             )
         )
 
-    table = Table(title=f"dev figures of {args.model or 'the embedded model'}")
+    table = Table(title=f"dev figures of {args.model or 'the default model'}")
     for column in (
         "dataset",
         "task",
@@ -107,7 +107,7 @@ def main() -> None:
         )  # fmt: skip
     Console().print(table)
     result = {
-        "model": args.model or "embedded default",
+        "model": args.model or "default (giellm-ja: Gemma 3 270M + adapter)",
         "limit": args.limit,
         "batch_size": args.batch_size,
         "constrained": True,

@@ -20,6 +20,15 @@ GIELLM = str(Path(sys.executable).parent / "giellm")
 # giellm's cache (joined packaged GGUF, prepared GGUF folders) for the tests and the CLI they run:
 # one per machine, so the real Gemma base is joined and prepared once, not once per run
 os.environ.setdefault("GIELLM_HOME", str(Path(tempfile.gettempdir()) / "giellm-test-home"))
+# no --model means the from-scratch tiny model in the tests (and the CLI they run): seconds per
+# command instead of a Gemma load. Tests of the shipped default clear it (`shipped_default`).
+os.environ["GIELLM_DEFAULT_MODEL"] = "tiny"
+
+
+@pytest.fixture
+def shipped_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No --model means the shipped default (Gemma 3 270M + adapter), as for users."""
+    monkeypatch.delenv("GIELLM_DEFAULT_MODEL")
 
 
 @pytest.fixture(scope="session")
@@ -94,7 +103,7 @@ def base_models(tokenizer_dir: Path, tmp_path_factory: pytest.TempPathFactory) -
 def embedded() -> Extractor:
     """The embedded default model, loaded once per session; a test takes its own settings
     with `embedded.configured(batch_size=…, max_new_tokens=…)` (same model, no reload)."""
-    return Extractor()
+    return Extractor("tiny")
 
 
 @pytest.fixture(scope="session")

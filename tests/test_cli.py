@@ -112,6 +112,9 @@ def test_datasets_lists_readers_tasks_labels_and_counts() -> None:
     assert rows["livedoor"]["counts"] == {"train": 5894, "dev": 737}
     assert len(rows["jacred"]["labels"]["RE"]["relation_types"]) == 35
     assert rows["fkc"]["tasks"] == ["TC", "NER", "PAS"]
+    assert rows["stockmark"]["license"] == "CC BY-SA 3.0"  # every shared dataset names its terms
+    assert all(rows[name]["license"] for name in ("kwdlc", "wac", "fkc", "jacred", "jrte"))
+    assert rows["jsonl"]["license"] is None  # a user's own file: their own terms
 
 
 def bad_jsonl(tmp_path: Path, line: str) -> Path:

@@ -81,8 +81,9 @@ def test_unusable_base_specs_are_one_clear_error(tmp_path: Path) -> None:
     for spec in [str(tmp_path / "none.gguf"), str(tmp_path), "no/such/thing"]:
         with pytest.raises(GiellmError):
             resolve_base(spec)
-    hub = resolve_base("google/gemma-3-270m")
+    hub = resolve_base("google/gemma-3-1b-pt")
     assert hub.kind == "hub"
+    assert resolve_base("google/gemma-3-270m").kind == "gguf"  # the packaged one, offline
     with pytest.raises(GiellmError, match="hub"):  # no network here or in CI
         load_base(hub, dtype=torch.float32)
 

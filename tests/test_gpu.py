@@ -17,7 +17,7 @@ from conftest import GIELLM, run_cli
 from giellm.data.jsonl import write_jsonl
 from giellm.data.registry import get_format, load
 from giellm.inference.extractor import Extractor
-from giellm.models.loading import DEFAULT_MODEL_DIR
+from giellm.models.loading import TINY_MODEL_DIR as DEFAULT_MODEL_DIR
 from greedy_agreement import TIE, first_partings
 from test_serve import _start, _stop
 

@@ -1,13 +1,15 @@
 """Progress displays on stderr: records/s for streams, loss, tokens/s and ETA for training.
 
-On a terminal they are live rich bars; elsewhere (CI logs, `nohup`) training prints a plain line
-every 5% so a long run still shows where it is.
+On a terminal they are live rich bars; elsewhere (CI logs, `nohup`, a pipe) a plain line every
+5% (or every 30 s when the total is unknown) so a long run still shows where it is.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 from rich.console import Console
 from rich.progress import (
@@ -17,6 +19,7 @@ from rich.progress import (
     ProgressColumn,
     SpinnerColumn,
     Task,
+    TaskID,
     TextColumn,
     TimeElapsedColumn,
     TimeRemainingColumn,
@@ -33,9 +36,49 @@ class _Rate(ProgressColumn):
         return Text(f"{task.speed or 0:,.1f} rec/s")
 
 
+class PlainLines(Progress):
+    """A progress that draws nothing and prints one plain line per task every 5% (or 30 s
+    with no total): count, rate and ETA, for logs where a live bar would be noise or nothing."""
+
+    def __init__(self, *columns: Any, **kw: Any) -> None:
+        super().__init__(*columns, **kw)
+        self._shown: dict[TaskID, tuple[int, float]] = {}
+
+    def update(self, task_id: TaskID, **kw: Any) -> None:
+        super().update(task_id, **kw)
+        self._report(task_id)
+
+    def advance(self, task_id: TaskID, advance: float = 1) -> None:
+        super().advance(task_id, advance)
+        self._report(task_id)
+
+    def _report(self, task_id: TaskID) -> None:
+        task = self._tasks[task_id]
+        now = time.monotonic()
+        total = task.total or 0
+        step = int(task.completed * 20 // total) if total else 0
+        last_step, last_time = self._shown.get(task_id, (0, now))
+        done = bool(total) and task.completed >= total
+        due = step > last_step if total else now - last_time >= 30
+        if not (due or done) or (done and last_step >= 20):
+            return
+        self._shown[task_id] = (20 if done else step, now)
+        elapsed = task.elapsed or 0.0
+        rate = task.completed / elapsed if elapsed > 0 else 0.0
+        line = f"{task.description.strip()}: {task.completed:,.0f}"
+        if total:
+            eta = (total - task.completed) / rate if rate > 0 else 0.0
+            line += f"/{total:,.0f} ({task.completed / total:.0%}) {rate:,.1f}/s ETA {eta:,.0f} s"
+        else:
+            line += f" {rate:,.1f}/s"
+        err_console.print(line, highlight=False)
+
+
 def record_progress(*, transient: bool = True) -> Progress:
-    """A bar for records: count (of the total when known), rate, elapsed and ETA."""
-    return Progress(
+    """A bar for records: count (of the total when known), rate, elapsed and ETA; plain lines
+    when stderr is not a terminal."""
+    kind = Progress if err_console.is_terminal else PlainLines
+    return kind(
         SpinnerColumn(),
         TextColumn("{task.description}"),
         BarColumn(),

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import sys
 import warnings
+from typing import Annotated
 
 import typer
 
 from giellm.cli import data_commands, model_commands
 from giellm.errors import GiellmError
 from giellm.progress import err_console
+from giellm.threads import configure_threads
 from giellm.training.config import flags_help
 
 app = typer.Typer(
@@ -18,6 +20,24 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
+
+
+@app.callback()
+def _options(
+    threads: Annotated[
+        int | None,
+        typer.Option(
+            "--threads",
+            min=1,
+            help="CPU threads for torch (default: the CPUs this process may use; "
+            "OpenMP waits passively unless OMP_WAIT_POLICY is set)",
+        ),
+    ] = None,
+) -> None:
+    """giellm: unified Japanese information extraction (TC, SA, NER, RE, EE, PAS)."""
+    configure_threads(threads)
+
+
 for _command in (
     data_commands.convert,
     data_commands.evaluate,
@@ -39,6 +59,7 @@ def main() -> None:
     """Entry point: user mistakes become one line on stderr and exit status 2."""
     # peft 0.21 reads an alias transformers 5 deprecated: noise for our users, not theirs to fix
     warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated")
+    configure_threads()  # before anything loads torch; `--threads` sizes it again
     try:
         app()
     except GiellmError as err:

@@ -109,7 +109,7 @@ def datasets(
     as_json: Annotated[bool, typer.Option("--json", help="print as JSON")] = False,
 ) -> None:
     """List the readers, their tasks and label sets, and record counts of the shared splits."""
-    from giellm.data.registry import FORMATS, dataset_path, shared_data_dir
+    from giellm.data.registry import FORMATS, LICENSES, dataset_path, shared_data_dir
 
     root = data_dir or shared_data_dir()
     if data_dir is not None and not data_dir.is_dir():
@@ -128,13 +128,14 @@ def datasets(
                 "tasks": fmt.tasks,
                 "labels": {t: fmt.schema(t).as_dict() for t in fmt.tasks if t in fmt.schemas},
                 "counts": counts,
+                "license": LICENSES[fmt.name].name if fmt.name in LICENSES else None,
             }
         )
     if as_json:
         out_console.print_json(json.dumps(rows, ensure_ascii=False))
         return
     table = Table(title=f"giellm readers (data: {root or 'not found'})", show_lines=True)
-    for column in ("format", "tasks", "label sets", "train", "dev"):
+    for column in ("format", "tasks", "label sets", "train", "dev", "license"):
         table.add_column(column)
     for row in rows:
         sets = []
@@ -149,5 +150,6 @@ def datasets(
             "\n".join(sets) or "any",
             str(row["counts"].get("train", "–")),
             str(row["counts"].get("dev", "–")),
+            row["license"] or "your data's own",
         )
     out_console.print(table)

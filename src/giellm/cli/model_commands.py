@@ -18,7 +18,8 @@ ModelOption = Annotated[
         "--model",
         "-m",
         help="giellm model directory, or a base: gemma-3-270m, a .gguf file, an HF directory "
-        "or hub id (default: the embedded model; 'tiny' names it)",
+        "or hub id (default: Gemma 3 270M + the shipped giellm-ja adapter; 'tiny': the "
+        "from-scratch test model)",
     ),
 ]
 SchemaOption = Annotated[

@@ -145,6 +145,26 @@ FORMATS: dict[str, DatasetFormat] = {
 }
 
 
+@dataclass(frozen=True)
+class DataLicense:
+    """The terms a shared dataset comes under (from its SOURCE.md), and whether a model trained
+    on it may be used commercially as far as those terms say."""
+
+    name: str
+    commercial: bool
+
+
+LICENSES = {
+    "stockmark": DataLicense("CC BY-SA 3.0", True),
+    "wac": DataLicense("CC BY-SA 4.0", True),
+    "livedoor": DataLicense("CC BY-ND 2.1 JP (articles)", True),
+    "jrte": DataLicense("CC BY-NC-SA 4.0 (non-commercial research)", False),
+    "fkc": DataLicense("CC BY-NC-SA 4.0 (academic research)", False),
+    "kwdlc": DataLicense("none stated: research use only", False),
+    "jacred": DataLicense("none stated: research use only", False),
+}
+
+
 def get_format(name: str) -> DatasetFormat:
     """Look a format up by name or alias, with a clear error for an unknown one."""
     key = name.lower().replace("_", "-")

@@ -60,7 +60,7 @@ class System(Protocol):
 
 @dataclass
 class GiellmSystem:
-    """A giellm model (the embedded default when `model` is None), constrained decoding."""
+    """A giellm model (the shipped default when `model` is None), constrained decoding."""
 
     name: str
     model: str | Path | None = None

@@ -77,7 +77,7 @@ def check_settings(batch_size: int, max_new_tokens: int | None) -> None:
 class Extractor:
     """A loaded model that extracts any of its tasks from Japanese text.
 
-    >>> ex = Extractor()                                   # the embedded default model
+    >>> ex = Extractor()                                   # the default: Gemma 270M + adapter
     >>> ex.extract("日立製作所の山田太郎社長が会見した。", task="NER")
     """
 

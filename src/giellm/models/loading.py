@@ -9,6 +9,7 @@ and the adapter is merged for inference speed.
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,8 +19,11 @@ from giellm.models.bases import BaseSource, load_base, load_base_tokenizer, reso
 from giellm.tasks import LabelSchema
 
 META_FILE = "giellm.json"
-DEFAULT_MODEL_DIR = Path(__file__).resolve().parent.parent / "default_model"
-TINY = "tiny"  # the embedded from-scratch model, by name
+PACKAGE_DIR = Path(__file__).resolve().parent.parent
+DEFAULT_MODEL_DIR = PACKAGE_DIR / "default_model"  # Gemma 3 270M + the shipped LoRA adapter
+TINY_MODEL_DIR = PACKAGE_DIR / "tiny_model"  # the 5.5M from-scratch model: fast, for tests
+TINY = "tiny"  # the from-scratch model, by name
+DEFAULT_ENV = "GIELLM_DEFAULT_MODEL"  # what no --model means, when set (`tiny`, a directory)
 
 
 @dataclass
@@ -71,9 +75,17 @@ def merge_schemas(schemas: list[LabelSchema]) -> LabelSchema:
     return LabelSchema(*(union(name) for name in vars(LabelSchema())))
 
 
+def default_model() -> str | Path:
+    """The model used when none is named: `$GIELLM_DEFAULT_MODEL`, else the shipped default."""
+    return os.environ.get(DEFAULT_ENV) or DEFAULT_MODEL_DIR
+
+
 def resolve_model_dir(model: str | Path | None) -> Path:
-    """`model` as a giellm model directory (`tiny`, None: the embedded one); clear error if not."""
-    path = DEFAULT_MODEL_DIR if model is None or str(model) == TINY else Path(model)
+    """`model` as a giellm model directory (None: the default, `tiny`: the from-scratch one);
+    a clear error if it is not one."""
+    if model is None:
+        model = default_model()
+    path = TINY_MODEL_DIR if str(model) == TINY else Path(model)
     if not is_model_dir(path):
         raise GiellmError(f"{path}: not a model directory (no config.json or adapter_config.json)")
     return path
@@ -81,7 +93,9 @@ def resolve_model_dir(model: str | Path | None) -> Path:
 
 def is_model_dir(model: str | Path | None) -> bool:
     """Is `model` a directory with weights or an adapter (else: a base to resolve by name)?"""
-    if model is None or str(model) == TINY:
+    if model is None:
+        model = default_model()
+    if str(model) == TINY:
         return True
     path = Path(model)
     return (path / "config.json").exists() or (path / "adapter_config.json").exists()
@@ -165,10 +179,10 @@ def load_model(
 ) -> tuple[Any, Any, ModelMeta]:
     """(model, tokenizer, meta) ready for generation; adapters are merged into their base.
 
-    `model` is a giellm model directory (full weights or a LoRA adapter), `tiny` or None (the
-    embedded model), or any base `bases.resolve_base` knows (`gemma-3-270m`, a `.gguf` file,
-    an HF directory, a hub id), which then runs with open label sets. `dtype` "auto": see
-    `auto_dtype`.
+    `model` is a giellm model directory (full weights or a LoRA adapter), None (the default:
+    `default_model()`), `tiny` (the from-scratch model), or any base `bases.resolve_base`
+    knows (`gemma-3-270m`, a `.gguf` file, an HF directory, a hub id), which then runs with
+    open label sets. `dtype` "auto": see `auto_dtype`.
     """
     import torch
 
@@ -197,9 +211,16 @@ def auto_dtype(device: str, source: BaseSource) -> str:
     1.8x faster (stockmark dev: F1 0.691 vs 0.690, 512 of 534 predictions identical;
     results/gemma_cpu.json). The small from-scratch models keep the float32 they were checked in.
     """
+    if device != "cpu":
+        return "bfloat16"
+    return "bfloat16" if source.kind == "gguf" and bf16_native("cpu") else "float32"
+
+
+def bf16_native(device: str) -> bool:
+    """Does `device` run bfloat16 matmuls natively (AMX / AVX512-BF16 CPUs, recent GPUs)?"""
     import torch
 
     if device != "cpu":
-        return "bfloat16"
+        return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
     native = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False)
-    return "bfloat16" if source.kind == "gguf" and native() else "float32"
+    return bool(native())

@@ -70,8 +70,9 @@ class TrainConfig:
         None,
     )
     load_dtype: str = _help(
-        "dtype the base is loaded in: float32, or bfloat16 to halve memory (LoRA on a GPU)",
-        "float32",
+        "dtype the base is loaded in: float32, bfloat16, or auto (bfloat16 under LoRA where "
+        "the device runs it natively: the frozen weights are stored once, never cast per step)",
+        "auto",
     )
     attn_implementation: str | None = _help(
         "attention kernel of an HF base: eager, sdpa, flash_attention_2 (null: transformers')",
@@ -88,6 +89,11 @@ class TrainConfig:
     epochs: float = _help("passes over the mix", 1.0)
     max_steps: int | None = _help("stop after this many steps (overrides epochs)", None)
     batch_size: int = _help("records per step (per device)", 16)
+    batch_tokens: int | None = _help(
+        "most tokens in one batch, padding included: batches of long rows get fewer rows "
+        "(bounds memory); null: batch_size rows always",
+        None,
+    )
     grad_accum: int = _help("gradient accumulation steps", 1)
     lr: float = _help("peak learning rate", 2e-4)
     warmup_ratio: float = _help("share of steps spent warming the learning rate up", 0.03)
@@ -100,9 +106,28 @@ class TrainConfig:
     eval_every: int = _help("evaluate dev loss every N steps (0: only at the end)", 200)
     eval_records: int = _help("dev records used for the dev loss", 200)
     save_every: int = _help("checkpoint every N steps (0: only the final model)", 0)
+    eval_generate: int = _help(
+        "at each checkpoint, extract this many dev records per pool by generation and score "
+        "them (F1 / accuracy); the best checkpoint is kept as best/ (0: off)",
+        0,
+    )
     save_total_limit: int = _help("checkpoints kept", 2)
     save_dtype: str = _help("dtype of saved full weights: float32, bfloat16 or float16", "float32")
-    mixed_precision: str = _help("accelerate mixed precision: no, fp16 or bf16", "no")
+    mixed_precision: str = _help(
+        "accelerate mixed precision: no, fp16, bf16, or auto (bf16 where the device runs it "
+        "natively: AMX / AVX512-BF16 CPUs, recent GPUs)",
+        "auto",
+    )
+    compile: bool = _help(
+        "torch.compile each decoder layer (CPU: fuses the elementwise work; ~1.5x faster steps "
+        "for Gemma 270M after ~2 minutes of compiling)",
+        False,
+    )
+    train_vocab: bool = _help(
+        "loss over the token ids of the training targets only (one small head matmul, "
+        "several times faster); false: over the whole vocabulary",
+        True,
+    )
     seed: int = _help("seed for the model, the mix and the batch order", 0)
     log_every: int = _help("log the training loss every N steps", 10)
     resume: bool = _help("continue a killed run from its newest checkpoint (same config)", False)
@@ -117,9 +142,9 @@ class TrainConfig:
 
 # settings that are strings with a fixed set of values
 CHOICES = {
-    "load_dtype": ("float32", "bfloat16", "float16"),
+    "load_dtype": ("auto", "float32", "bfloat16", "float16"),
     "save_dtype": ("float32", "bfloat16", "float16"),
-    "mixed_precision": ("no", "fp16", "bf16"),
+    "mixed_precision": ("auto", "no", "fp16", "bf16"),
     "attn_implementation": (None, "eager", "sdpa", "flash_attention_2", "flex_attention"),
 }
 

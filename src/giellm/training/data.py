@@ -86,16 +86,30 @@ def encode_all(tokenizer: Any, examples: Sequence[Example], max_len: int) -> Enc
     return Encoded(ids, labels, skipped)
 
 
-def length_batches(lengths: Sequence[int], batch_size: int, seed: int) -> list[list[int]]:
-    """Batches of similar length (less padding, faster on CPU), in a seeded random order."""
+def length_batches(
+    lengths: Sequence[int], batch_size: int, seed: int, max_tokens: int | None = None
+) -> list[list[int]]:
+    """Batches of similar length (little padding, faster on CPU), in a seeded random order.
+
+    Rows are sorted by length within chunks of 32 batches; with `max_tokens` a batch also ends
+    before its padded size (rows × longest row) would pass it, so long rows come in smaller
+    batches and memory stays bounded whatever the mix.
+    """
     rng = random.Random(seed)
     order = list(range(len(lengths)))
     rng.shuffle(order)
     chunk = batch_size * 32
-    batches = []
+    batches: list[list[int]] = []
     for i in range(0, len(order), chunk):
-        group = sorted(order[i : i + chunk], key=lambda j: lengths[j])
-        batches += [group[k : k + batch_size] for k in range(0, len(group), batch_size)]
+        batch: list[int] = []
+        for j in sorted(order[i : i + chunk], key=lambda j: lengths[j]):
+            full = len(batch) == batch_size
+            if batch and (full or (max_tokens and (len(batch) + 1) * lengths[j] > max_tokens)):
+                batches.append(batch)
+                batch = []
+            batch.append(j)
+        if batch:
+            batches.append(batch)
     rng.shuffle(batches)
     return batches
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -16,6 +17,8 @@ from giellm.errors import GiellmError
 from giellm.models.sequences import IGNORE
 from giellm.training.config import TrainConfig
 from giellm.training.data import Encoded, length_batches, loader
+from giellm.training.head import VocabularyHead, output_index
+from giellm.training.precision import mixed_precision, on_cpu
 
 Log = Callable[[dict[str, Any]], None]
 POSITION_FILE = "position.json"
@@ -63,16 +66,6 @@ def target_loss(model: Any, batch: dict[str, Any]) -> Any:
         target.reshape(-1),
         ignore_index=IGNORE,
     )
-
-
-def on_cpu() -> bool:
-    """Train on CPUs: asked for (`accelerate launch --cpu`) or no GPU. The first
-    `PartialState` fixes the backend, so every caller must agree: several processes on CPUs
-    then join one gloo group instead of each training alone."""
-    import torch
-    from accelerate.utils import parse_flag_from_env
-
-    return bool(parse_flag_from_env("ACCELERATE_USE_CPU")) or not torch.cuda.is_available()
 
 
 def is_main_process() -> bool:
@@ -138,14 +131,14 @@ class _Loop:
         acc = Accelerator(
             cpu=on_cpu(),
             gradient_accumulation_steps=config.grad_accum,
-            mixed_precision=config.mixed_precision,
+            mixed_precision=mixed_precision(config),
         )
         deepspeed = acc.state.deepspeed_plugin
         if deepspeed is not None:  # batches come from our sampler, so DeepSpeed is told the size
             deepspeed.deepspeed_config["train_micro_batch_size_per_gpu"] = stage.batch_size
         self.lengths = [len(x) for x in train.ids]
         # accelerate hands each of N processes every N-th batch: an epoch is 1/N of them each
-        batches = math.ceil(len(self.lengths) / stage.batch_size)
+        batches = len(self._batches(0))
         per_epoch = math.ceil(batches / acc.num_processes)
         self.steps = stage.max_steps or max(
             1, math.ceil(per_epoch * stage.epochs / config.grad_accum)
@@ -157,9 +150,35 @@ class _Loop:
         scheduler = get_cosine_schedule_with_warmup(optimizer, warmup * ticks, self.steps * ticks)
         self.model, self.optimizer, self.scheduler = acc.prepare(model, optimizer, scheduler)
         self.acc = acc
+        self.head = self._vocabulary_head(train, config)
         self.step = self.epoch = self.skip = self.tokens = 0
+        self.records = self.targets = self.cells = 0  # cells: tokens plus padding
         self.window_loss, self.window_n = 0.0, 0
-        log({"stage": stage.name, "processes": acc.num_processes, "steps": self.steps})
+        log(
+            {
+                "stage": stage.name,
+                "processes": acc.num_processes,
+                "steps": self.steps,
+                "mixed_precision": acc.mixed_precision,
+                "threads": torch.get_num_threads(),
+                "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
+                "output_index": None if self.head is None else len(self.head.index),
+            }
+        )
+
+    def _vocabulary_head(self, train: Encoded, config: TrainConfig) -> VocabularyHead | None:
+        """The loss over the training vocabulary, where the body can be called unwrapped
+        (one process: no DDP or DeepSpeed engine whose forward hooks would be skipped)."""
+        if not config.train_vocab or self.acc.num_processes > 1:
+            return None
+        unwrapped = self.acc.unwrap_model(self.model)
+        return VocabularyHead(unwrapped, output_index(train.labels))
+
+    def _loss(self, batch: dict[str, Any], *, strict: bool = True) -> Any:
+        if self.head is None:
+            return target_loss(self.model, batch)
+        with self.acc.autocast():  # the body is called past the prepared forward's autocast
+            return self.head.loss(self.model, batch, strict=strict)
 
     def run(self, resume_from: Path | None) -> Any:
         from giellm.progress import training_progress
@@ -195,7 +214,7 @@ class _Loop:
         return self.acc.unwrap_model(self.model)
 
     def _epoch(self, bar: Any, resume_from: Path | None) -> None:
-        batches = length_batches(self.lengths, self.stage.batch_size, self.config.seed + self.epoch)
+        batches = self._batches(self.epoch)
         rows = self.acc.prepare(loader(self.train.ids, self.train.labels, batches, self.pad_id))
         if self.skip:  # the batches this epoch had already trained on before the checkpoint
             rows = self.acc.skip_first_batches(rows, self.skip)
@@ -209,10 +228,14 @@ class _Loop:
                 if self.step >= self.steps:
                     return
 
+    def _batches(self, epoch: int) -> list[list[int]]:
+        size, seed = self.stage.batch_size, self.config.seed + epoch
+        return length_batches(self.lengths, size, seed, self.config.batch_tokens)
+
     def _train_on(self, batch: dict[str, Any]) -> bool:
         """One micro-batch; True when it completed an optimizer step."""
         with self.acc.accumulate(self.model):
-            loss = target_loss(self.model, batch)
+            loss = self._loss(batch)
             self.acc.backward(loss)
             if self.acc.sync_gradients:
                 self.acc.clip_grad_norm_(self.params, 1.0)
@@ -220,6 +243,9 @@ class _Loop:
             self.scheduler.step()
             self.optimizer.zero_grad()
         self.tokens += int(batch["attention_mask"].sum())
+        self.records += int(batch["attention_mask"].shape[0])
+        self.targets += int((batch["labels"] != IGNORE).sum())
+        self.cells += int(batch["attention_mask"].numel())
         self.window_loss += float(loss.detach())
         self.window_n += 1
         if not self.acc.sync_gradients:
@@ -230,13 +256,24 @@ class _Loop:
     def _after_step(self, bar: Any, index: int) -> None:
         """Progress, the loss log, dev loss and checkpoints at their intervals."""
         config, name = self.config, self.stage.name
-        rate = self.tokens / (time.perf_counter() - self.started)
+        elapsed = time.perf_counter() - self.started
+        rate = self.tokens / elapsed
         loss = self.window_loss / self.window_n
         bar.update(step=self.step, loss=loss, rate=rate)
         if self.step % config.log_every == 0 or self.step == self.steps:
             lr = self.scheduler.get_last_lr()[0]
             self.log(
-                {"stage": name, "step": self.step, "loss": loss, "lr": lr, "tokens_per_s": rate}
+                {
+                    "stage": name,
+                    "step": self.step,
+                    "loss": loss,
+                    "lr": lr,
+                    "tokens_per_s": rate,
+                    "elapsed": elapsed,  # seconds since this run (or resume) started
+                    "records": self.records,
+                    "target_tokens": self.targets,
+                    "padding": 1 - self.tokens / max(self.cells, 1),
+                }
             )
             self.window_loss, self.window_n = 0.0, 0
         due = config.eval_every and self.step % config.eval_every == 0 and self.step < self.steps
@@ -261,12 +298,13 @@ class _Loop:
             return None
         self.model.eval()
         total, count = 0.0, 0
-        batches = length_batches([len(x) for x in self.dev.ids], self.stage.batch_size, 0)
+        lengths = [len(x) for x in self.dev.ids]
+        batches = length_batches(lengths, self.stage.batch_size, 0, self.config.batch_tokens)
         with torch.no_grad():
             rows = loader(self.dev.ids, self.dev.labels, batches, self.pad_id)
             for batch in self.acc.prepare(rows):
                 n = int((batch["labels"] != IGNORE).sum())
-                total += float(target_loss(self.model, batch)) * n
+                total += float(self._loss(batch, strict=False)) * n
                 count += n
         self.model.train()
         return total / max(count, 1)

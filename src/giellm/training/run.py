@@ -34,7 +34,12 @@ from giellm.training.data import (
     schemas_of,
     training_sets,
 )
+from giellm.training.generation_eval import dev_figures
+from giellm.training.head import decoder_of
 from giellm.training.loop import Checkpoints, Log, Stage, fit, is_main_process, newest_state
+from giellm.training.precision import load_dtype, mixed_precision
+
+BEST_FILE = "dev_figures.json"  # in best/: the step and figures that made it the best
 
 
 def save_model(
@@ -68,7 +73,7 @@ def prepare_base(config: TrainConfig, out: Path, log: Log) -> tuple[Any, Any, Pa
         options = {}
         if config.attn_implementation is not None:
             options["attn_implementation"] = config.attn_implementation
-        model = load_base(source, dtype=getattr(torch, config.load_dtype), **options)
+        model = load_base(source, dtype=getattr(torch, load_dtype(config)), **options)
         return model, with_pad_token(load_base_tokenizer(source)), Path(source.name)
     base = out / "base"
     if config.resume and (base / "config.json").exists():  # pretrained before the kill
@@ -117,7 +122,14 @@ def with_lora(model: Any, config: TrainConfig) -> Any:
         # GPT-2 style models store linear weights transposed (Conv1D)
         fan_in_fan_out=any(isinstance(m, Conv1D) for m in model.modules()),
     )
-    return get_peft_model(model, peft_config)
+    model = get_peft_model(model, peft_config)
+    if mixed_precision(config) != "no":
+        # peft casts each adapter's input to the adapter's float32 (a copy of every activation,
+        # per adapted layer, per step); under autocast the matmul picks its dtype anyway
+        for module in model.modules():
+            if hasattr(module, "cast_input_dtype_enabled"):
+                module.cast_input_dtype_enabled = False
+    return model
 
 
 def run(config: TrainConfig, log: Log | None = None) -> Path:
@@ -150,6 +162,9 @@ def _run(config: TrainConfig, out: Path, log: Log) -> Path:
         model.config.use_cache = False
     if config.lora is not None:
         model = with_lora(model, config)
+    if config.compile:
+        for layer in decoder_of(model).layers:  # in place: parameter names stay the same
+            layer.compile(dynamic=True)
     sets = training_sets(config, tokenizer, pools)
     log(
         {
@@ -181,7 +196,7 @@ def _run(config: TrainConfig, out: Path, log: Log) -> Path:
         config=config,
         pad_id=tokenizer.pad_token_id,
         log=log,
-        checkpoints=_checkpoints(config, out, tokenizer, meta),
+        checkpoints=_checkpoints(config, out, tokenizer, meta, log),
         resume_from=resume_from,
     )
     final = out / "final"
@@ -190,15 +205,43 @@ def _run(config: TrainConfig, out: Path, log: Log) -> Path:
     return final
 
 
-def _checkpoints(config: TrainConfig, out: Path, tokenizer: Any, meta: ModelMeta) -> Checkpoints:
-    """checkpoint-N folders, at most `save_total_limit` of them."""
+def _checkpoints(
+    config: TrainConfig, out: Path, tokenizer: Any, meta: ModelMeta, log: Log
+) -> Checkpoints:
+    """checkpoint-N folders, at most `save_total_limit` of them (and `best/` with
+    `eval_generate`)."""
     kept: list[Path] = []
+    dev_pools = read_pools(config.data, "dev") if config.eval_generate else {}
 
     def save(unwrapped: Any, step: int) -> Path:
         target = out / f"checkpoint-{step}"
         if is_main_process():
             save_model(unwrapped, tokenizer, target, config.save_dtype, meta)
+            if dev_pools:
+                _keep_if_best(unwrapped, target, step)
         return target
+
+    def _keep_if_best(unwrapped: Any, target: Path, step: int) -> None:
+        started = time.perf_counter()
+        figures = dev_figures(
+            unwrapped,
+            tokenizer,
+            meta,
+            dev_pools,
+            limit=config.eval_generate,
+            batch_size=config.batch_size,
+            autocast=mixed_precision(config) == "bf16",
+        )
+        mean = sum(figures.values()) / max(len(figures), 1)
+        seconds = time.perf_counter() - started
+        log({"stage": "eval", "step": step, "dev": figures, "mean": mean, "seconds": seconds})
+        best = out / "best"
+        record = best / BEST_FILE
+        previous = json.loads(record.read_text())["mean"] if record.exists() else None
+        if previous is None or mean > previous:
+            shutil.rmtree(best, ignore_errors=True)
+            shutil.copytree(target, best, ignore=shutil.ignore_patterns("state"))
+            record.write_text(json.dumps({"step": step, "mean": mean, "dev": figures}) + "\n")
 
     def done(target: Path) -> None:
         """Rotate only once the new checkpoint is complete: a kill never leaves none to resume."""

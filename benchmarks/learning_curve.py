@@ -1,0 +1,97 @@
+"""Learning curve of a training run: dev figures of its checkpoints against minutes of training.
+
+Each checkpoint directory (an adapter or full weights with giellm.json) is evaluated on N dev
+records per case, spread over each split, with constrained decoding; the minutes come from the
+run's train_log.jsonl (`elapsed` at the checkpoint's step). Writes the JSON and a plot.
+
+Run: .venv/bin/python benchmarks/learning_curve.py --log build/giellm-ja/train_log.jsonl \
+        --checkpoints build/curve/checkpoint-* build/giellm-ja/final --limit 60
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from giellm.data.registry import load
+from giellm.evaluation.metrics import score
+from giellm.evaluation.systems import spread
+from giellm.inference.extractor import Extractor
+from giellm.training.run import iter_log
+
+CASES = [("stockmark", "NER"), ("livedoor", "TC"), ("jrte", "SA"), ("kwdlc", "NER"),
+         ("kwdlc", "PAS"), ("jacred", "RE"), ("fkc", "NER")]  # fmt: skip
+
+
+def figure(report: dict[str, Any], task: str) -> float:
+    """The case's headline: accuracy for label-only tasks, strict F1 otherwise."""
+    return float(report["text_accuracy"] if task in ("TC", "SA") else report["f1"])
+
+
+def minutes_at(log: Path) -> dict[int, float]:
+    """Minutes of training at each logged step; a resumed run's clock restarts at zero, so it
+    is shifted by the minutes the killed run had taken to reach the checkpoint."""
+    minutes: dict[int, float] = {}
+    offset = 0.0
+    for entry in iter_log(log):
+        if "resumed_from" in entry:
+            offset = minutes.get(entry["step"], offset)
+        elif "elapsed" in entry:
+            minutes[entry["step"]] = offset + entry["elapsed"] / 60
+    return minutes
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--log", type=Path, required=True)
+    parser.add_argument("--checkpoints", type=Path, nargs="+", required=True)
+    parser.add_argument("--limit", type=int, default=60)
+    parser.add_argument("--out", default="results/learning_curve.json")
+    parser.add_argument("--plot", default="docs/learning_curve.png")
+    args = parser.parse_args()
+    minutes = minutes_at(args.log)
+    last = max(minutes)
+    points = []
+    for directory in args.checkpoints:
+        name = directory.name
+        step = int(name.split("-")[1]) if name.startswith("checkpoint-") else last
+        extractor = Extractor(directory, batch_size=64)
+        row: dict[str, Any] = {"checkpoint": str(directory), "step": step}
+        row["minutes"] = round(minutes.get(step, minutes[last]), 1)
+        for dataset, task in CASES:
+            gold = spread(load(dataset, "dev", task), args.limit)
+            predicted = [p.example for p in extractor.predict(gold, schema=dataset)]
+            row[f"{dataset}:{task}"] = round(figure(score(gold, predicted).as_dict(), task), 4)
+        print(json.dumps(row), flush=True)
+        points.append(row)
+    points.sort(key=lambda r: r["step"])
+    Path(args.out).write_text(json.dumps({"limit": args.limit, "points": points}, indent=1) + "\n")
+    plot(points, Path(args.plot), args.limit)
+    print(f"wrote {args.out} and {args.plot}")
+
+
+def plot(points: list[dict[str, Any]], out: Path, limit: int) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    for dataset, task in CASES:
+        key = f"{dataset}:{task}"
+        kind = "acc" if task in ("TC", "SA") else "F1"
+        minutes, values = [p["minutes"] for p in points], [p[key] for p in points]
+        ax.plot(minutes, values, "o-", label=f"{key} {kind}")
+    ax.set_xlabel("minutes of training (2 CPU cores)")
+    ax.set_ylabel(f"dev figure ({limit} records per case)")
+    ax.set_ylim(0, 1)
+    ax.legend(fontsize=8, ncol=2)
+    ax.set_title("giellm-ja: Gemma 3 270M + LoRA, the MRE mix")
+    fig.tight_layout()
+    fig.savefig(out, dpi=120)
+
+
+if __name__ == "__main__":
+    main()
