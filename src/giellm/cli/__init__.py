@@ -35,7 +35,7 @@ def _options(
     ] = None,
 ) -> None:
     """giellm: unified Japanese information extraction (TC, SA, NER, RE, EE, PAS)."""
-    configure_threads(threads)
+    configure_threads(threads)  # runs before every command, so before anything loads torch
 
 
 for _command in (
@@ -59,7 +59,6 @@ def main() -> None:
     """Entry point: user mistakes become one line on stderr and exit status 2."""
     # peft 0.21 reads an alias transformers 5 deprecated: noise for our users, not theirs to fix
     warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated")
-    configure_threads()  # before anything loads torch; `--threads` sizes it again
     try:
         app()
     except GiellmError as err:

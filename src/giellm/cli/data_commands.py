@@ -128,7 +128,7 @@ def datasets(
                 "tasks": fmt.tasks,
                 "labels": {t: fmt.schema(t).as_dict() for t in fmt.tasks if t in fmt.schemas},
                 "counts": counts,
-                "license": LICENSES[fmt.name].name if fmt.name in LICENSES else None,
+                "license": LICENSES.get(fmt.name),
             }
         )
     if as_json:
