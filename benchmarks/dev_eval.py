@@ -80,10 +80,36 @@ def main() -> None:
         print(
             json.dumps(
                 {k: rows[-1][k] for k in ("dataset", "task", "f1", "text_accuracy", "seconds")}
-            )
+            ),
+            flush=True,
         )
+        write(Path(args.out), args, rows, complete=len(rows) == len(cases))
 
-    table = Table(title=f"dev figures of {args.model or 'the default model'}")
+    print_table(args.model, rows)
+    print(f"wrote {args.out}")
+
+
+def write(out: Path, args: argparse.Namespace, rows: list[dict], *, complete: bool) -> None:
+    """The figures so far, rewritten whole after every case: a stopped run keeps what it
+    measured, and `complete` says whether every case ran."""
+    result = {
+        "model": args.model or "default (giellm-ja: Gemma 3 270M + adapter)",
+        "limit": args.limit,
+        "batch_size": args.batch_size,
+        "constrained": True,
+        "complete": complete,
+        "cases": rows,
+        "cpu_threads": torch.get_num_threads(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+    }
+    partial = out.with_name(out.name + ".partial")
+    partial.write_text(json.dumps(result, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
+    partial.replace(out)
+
+
+def print_table(model: str | None, rows: list[dict]) -> None:
+    table = Table(title=f"dev figures of {model or 'the default model'}")
     for column in (
         "dataset",
         "task",
@@ -106,20 +132,6 @@ def main() -> None:
             str(r["decoder_dropped_items"]),
         )  # fmt: skip
     Console().print(table)
-    result = {
-        "model": args.model or "default (giellm-ja: Gemma 3 270M + adapter)",
-        "limit": args.limit,
-        "batch_size": args.batch_size,
-        "constrained": True,
-        "cases": rows,
-        "cpu_threads": torch.get_num_threads(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-    }
-    Path(args.out).write_text(
-        json.dumps(result, ensure_ascii=False, indent=1) + "\n", encoding="utf-8"
-    )
-    print(f"wrote {args.out}")
 
 
 if __name__ == "__main__":

@@ -1,11 +1,13 @@
 """Learning curve of a training run: dev figures of its checkpoints against minutes of training.
 
-Each checkpoint directory (an adapter or full weights with giellm.json) is evaluated on N dev
-records per case, spread over each split, with constrained decoding; the minutes come from the
-run's train_log.jsonl (`elapsed` at the checkpoint's step). Writes the JSON and a plot.
+Points come from the run's own `eval` log entries (a run with `eval_generate: N` scores N dev
+records per pool at each checkpoint) and from checkpoint directories given with `--checkpoints`
+(evaluated here on `--limit` records per case, spread over each split, constrained decoding, as
+the run does; use the run's N); the minutes come from the run's train_log.jsonl (`elapsed` at
+the step). Writes the JSON and a plot.
 
 Run: .venv/bin/python benchmarks/learning_curve.py --log build/giellm-ja/train_log.jsonl \
-        --checkpoints build/curve/checkpoint-* build/giellm-ja/final --limit 60
+        [--checkpoints build/curve/checkpoint-*] --limit 40
 """
 
 from __future__ import annotations
@@ -43,32 +45,49 @@ def minutes_at(log: Path) -> dict[int, float]:
     return minutes
 
 
+def logged_points(log: Path, minutes: dict[int, float]) -> dict[int, dict[str, Any]]:
+    """The run's own dev figures at its checkpoints, by step (a later entry for a step wins)."""
+    return {
+        e["step"]: {"checkpoint": f"log step {e['step']}", "step": e["step"]}
+        | {"minutes": round(minutes[e["step"]], 1)}
+        | {k: round(v, 4) for k, v in e["dev"].items()}
+        for e in iter_log(log)
+        if e.get("stage") == "eval"
+    }
+
+
+def evaluated_point(directory: Path, step: int, minutes: float, limit: int) -> dict[str, Any]:
+    extractor = Extractor(directory, batch_size=64)
+    row: dict[str, Any] = {"checkpoint": str(directory), "step": step, "minutes": minutes}
+    for dataset, task in CASES:
+        gold = spread(load(dataset, "dev", task), limit)
+        predicted = [p.example for p in extractor.predict(gold, schema=dataset)]
+        row[f"{dataset}:{task}"] = round(figure(score(gold, predicted).as_dict(), task), 4)
+    return row
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--log", type=Path, required=True)
-    parser.add_argument("--checkpoints", type=Path, nargs="+", required=True)
-    parser.add_argument("--limit", type=int, default=60)
+    parser.add_argument("--checkpoints", type=Path, nargs="*", default=[])
+    parser.add_argument("--limit", type=int, default=40)
     parser.add_argument("--out", default="results/learning_curve.json")
     parser.add_argument("--plot", default="docs/learning_curve.png")
     args = parser.parse_args()
     minutes = minutes_at(args.log)
     last = max(minutes)
-    points = []
+    points = logged_points(args.log, minutes)
     for directory in args.checkpoints:
         name = directory.name
         step = int(name.split("-")[1]) if name.startswith("checkpoint-") else last
-        extractor = Extractor(directory, batch_size=64)
-        row: dict[str, Any] = {"checkpoint": str(directory), "step": step}
-        row["minutes"] = round(minutes.get(step, minutes[last]), 1)
-        for dataset, task in CASES:
-            gold = spread(load(dataset, "dev", task), args.limit)
-            predicted = [p.example for p in extractor.predict(gold, schema=dataset)]
-            row[f"{dataset}:{task}"] = round(figure(score(gold, predicted).as_dict(), task), 4)
-        print(json.dumps(row), flush=True)
-        points.append(row)
-    points.sort(key=lambda r: r["step"])
-    Path(args.out).write_text(json.dumps({"limit": args.limit, "points": points}, indent=1) + "\n")
-    plot(points, Path(args.plot), args.limit)
+        if step in points:
+            continue  # the run scored it itself
+        at = round(minutes.get(step, minutes[last]), 1)
+        points[step] = evaluated_point(directory, step, at, args.limit)
+        print(json.dumps(points[step]), flush=True)
+    rows = [points[step] for step in sorted(points)]
+    Path(args.out).write_text(json.dumps({"limit": args.limit, "points": rows}, indent=1) + "\n")
+    plot(rows, Path(args.plot), args.limit)
     print(f"wrote {args.out} and {args.plot}")
 
 
@@ -82,8 +101,8 @@ def plot(points: list[dict[str, Any]], out: Path, limit: int) -> None:
     for dataset, task in CASES:
         key = f"{dataset}:{task}"
         kind = "acc" if task in ("TC", "SA") else "F1"
-        minutes, values = [p["minutes"] for p in points], [p[key] for p in points]
-        ax.plot(minutes, values, "o-", label=f"{key} {kind}")
+        shown = [p for p in points if key in p]
+        ax.plot([p["minutes"] for p in shown], [p[key] for p in shown], "o-", label=f"{key} {kind}")
     ax.set_xlabel("minutes of training (2 CPU cores)")
     ax.set_ylabel(f"dev figure ({limit} records per case)")
     ax.set_ylim(0, 1)

@@ -1,13 +1,18 @@
 """Training throughput of `giellm train`: the old path against the new one, in the same run.
 
 The old path is what training did before: float32 base, no autocast, logits over the whole
-vocabulary. The new one: the frozen base stored in bfloat16 (where the CPU has bf16 matrix
-units), bf16 autocast, the loss over the training vocabulary, compiled decoder layers; and the
+vocabulary, the system's malloc. The new one: jemalloc where installed, the frozen base stored in
+bfloat16 (where the CPU has bf16 matrix units), bf16 autocast, the loss over the training
+vocabulary, compiled decoder layers; a speed row of the new one on the system's malloc; and the
 new one with the whole vocabulary, whose stockmark dev F1 after the same steps (same seed) says
-what restricting the loss to the training vocabulary costs in accuracy. All train
-LoRA (r=32, every linear layer, same seed, same batches) through the real command, each in its own
-process; figures come from the trainer's log. Records/s and target tokens/s are measured after the
-first `--warmup` steps (compilation, allocator warm-up); peak RSS is the process's.
+what restricting the loss to the training vocabulary costs in accuracy. All train LoRA (r=32,
+every linear layer, same seed, same batches) through the real command, each in its own process;
+figures come from the trainer's log. Speed rows run at the recipe's batch (64 rows, at most 4096
+tokens) on stockmark and on the full mix; the loss curves run `--steps` steps at a small batch so
+that the old path's 200 steps stay affordable. Records/s and target tokens/s are measured after
+the first steps (compilation, allocator warm-up); peak RSS is the process's. On a shared virtual
+machine the hypervisor's steal time (in /proc/stat) is recorded with each row: figures measured
+under heavy steal are slower for every path alike.
 
 Writes results/train_speed.json and, with the loss curves of both paths over the same steps of
 stockmark NER, results/train_speed.png.
@@ -35,10 +40,24 @@ PATHS = {
     "new": "--compile true".split(),  # load_dtype, mixed_precision, train_vocab: auto / on
     "new-whole-vocab": "--compile true --train-vocab false".split(),
 }
+# the old path ran on the system's malloc; so does a speed row of the new one (what jemalloc,
+# where installed, is worth)
+SYSTEM_MALLOC = {"GIELLM_ALLOCATOR": "system"}
 MIX = "configs/giellm-ja.yaml"
 
 
-def train(base: str, path: str, data: str, steps: int, batch: int, out: Path) -> dict[str, Any]:
+def cpu_ticks() -> tuple[int, int]:
+    """(steal, total) jiffies of all CPUs since boot; (0, 0) where /proc/stat is absent."""
+    try:
+        fields = [int(v) for v in Path("/proc/stat").read_text().split("\n")[0].split()[1:]]
+    except OSError:
+        return 0, 0
+    return fields[7], sum(fields[:8])
+
+
+def train(
+    base: str, path: str, data: str, steps: int, batch: int, out: Path, log_every: int = 5
+) -> dict[str, Any]:
     """One `giellm train` process; its log entries and peak RSS."""
     command = [GIELLM, "train", "--output-dir", str(out), "--max-steps", str(steps)]
     if data == "mix":
@@ -47,19 +66,33 @@ def train(base: str, path: str, data: str, steps: int, batch: int, out: Path) ->
         command += ["--base-model", base, "--data", data, "--lora", "--lora-r", "32"]
         command += ["--lora-alpha", "64", "--lora-dropout", "0", "--max-len", "512"]
     command += ["--batch-size", str(batch), "--batch-tokens", "4096", "--lr", "4e-4"]
-    command += ["--eval-every", "0", "--save-every", "0", "--log-every", "5", "--seed", "0"]
-    command += PATHS[path]
-    child = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    command += ["--eval-every", "0", "--save-every", "0", "--log-every", str(log_every)]
+    command += ["--seed", "0"]
+    command += PATHS[path.removesuffix("-system-malloc")]
+    system = path == "old" or path.endswith("-system-malloc")
+    env = os.environ | (SYSTEM_MALLOC if system else {})
+    steal_before, total_before = cpu_ticks()
+    child = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
     _, status, usage = os.wait4(child.pid, 0)
+    steal_after, total_after = cpu_ticks()
+    steal, total = steal_after - steal_before, total_after - total_before
     stderr = child.stderr.read().decode() if child.stderr else ""
     if status != 0:
         raise SystemExit(f"{' '.join(command)} failed:\n{stderr[-2000:]}")
-    log = [e for e in iter_log(out / "train_log.jsonl") if "loss" in e]
-    return {"log": log, "peak_rss_mib": round(usage.ru_maxrss / 1024, 1)}
+    entries = list(iter_log(out / "train_log.jsonl"))
+    head = next(e for e in entries if "threads" in e)  # precision, threads, allocator
+    log = [e for e in entries if "loss" in e]
+    return {
+        "log": log,
+        "log_head": head,
+        "peak_rss_mib": round(usage.ru_maxrss / 1024, 1),
+        "steal_share": round(steal / total, 3) if total else None,
+    }
 
 
 def rates(log: list[dict[str, Any]], warmup: int) -> dict[str, float]:
-    """Records/s and target tokens/s between the first entry past `warmup` and the last."""
+    """Records/s and target tokens/s between the first entry past `warmup` steps (compilation,
+    allocator warm-up) and the last."""
     first = next(e for e in log if e["step"] >= warmup)
     last = log[-1]
     seconds = last["elapsed"] - first["elapsed"]
@@ -83,7 +116,7 @@ def dev_f1(model: Path) -> float:
     return round(float(score(gold, predicted).as_dict()["f1"]), 4)
 
 
-def plot(curves: dict[str, list[dict[str, Any]]], out: Path) -> None:
+def plot(curves: dict[str, list[dict[str, Any]]], out: Path, title: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -95,55 +128,89 @@ def plot(curves: dict[str, list[dict[str, Any]]], out: Path) -> None:
     ax.set_xlabel("step")
     ax.set_ylabel("training loss (target tokens)")
     ax.set_yscale("log")
-    ax.set_title("Gemma 3 270M LoRA r=32 on stockmark NER, 2 CPU cores")
+    ax.set_title(f"{title}, 2 CPU cores")
     ax.legend()
     fig.tight_layout()
     fig.savefig(out, dpi=120)
 
 
+def speed_rows(args: argparse.Namespace, tmp: Path) -> list[dict[str, Any]]:
+    """Throughput at the recipe's batch: stockmark and the full mix, old path against new.
+    The old path is slow enough that a few steps measure it; the new one runs past its
+    compilation."""
+    rows = []
+    for data in ("stockmark:NER", "mix"):
+        paths = [("old", args.old_steps, 2), ("new", args.speed_steps, 10)]
+        if data != "mix":
+            paths.append(("new-system-malloc", args.speed_steps, 10))
+        for path, steps, warmup in paths:
+            out = tmp / f"speed-{path}-{data.replace(':', '-')}"
+            done = train(args.base, path, data, steps, args.batch_size, out, log_every=1)
+            row = {"part": "speed", "path": path, "data": data, "steps": steps}
+            row |= {"batch_size": args.batch_size, "measured_after_step": warmup}
+            row |= rates(done["log"], warmup) | {"peak_rss_mib": done["peak_rss_mib"]}
+            row |= {"allocator": done["log_head"]["allocator"], "steal_share": done["steal_share"]}
+            print(json.dumps(row), flush=True)
+            rows.append(row)
+    return rows
+
+
+def curve_rows(
+    args: argparse.Namespace, tmp: Path, chosen: list[str]
+) -> tuple[list[dict[str, Any]], dict[str, list[dict[str, Any]]]]:
+    """The same `--steps` stockmark steps (same seed, same batches) on every path: loss curves,
+    and the dev F1 of the new path with and without the training-vocabulary loss."""
+    rows, curves = [], {}
+    for path in chosen:
+        out = tmp / f"curve-{path}"
+        done = train(args.base, path, "stockmark:NER", args.steps, args.curve_batch, out)
+        row = {"part": "curve", "path": path, "data": "stockmark:NER", "steps": args.steps}
+        row |= {"batch_size": args.curve_batch, "measured_after_step": 10}
+        row |= rates(done["log"], 10) | {"peak_rss_mib": done["peak_rss_mib"]}
+        row |= {"allocator": done["log_head"]["allocator"], "steal_share": done["steal_share"]}
+        row["final_loss"] = round(done["log"][-1]["loss"], 4)
+        if path != "old":
+            row["stockmark_dev_f1"] = dev_f1(out / "final")
+        print(json.dumps(row), flush=True)
+        rows.append(row)
+        curves[f"{path} path"] = done["log"]
+    return rows, curves
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--base", default="gemma-3-270m")
-    parser.add_argument("--steps", type=int, default=200, help="stockmark steps per path")
-    parser.add_argument("--mix-steps", type=int, default=30, help="steps on the full mix")
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--warmup", type=int, default=10)
+    parser.add_argument("--steps", type=int, default=200, help="stockmark steps per loss curve")
+    parser.add_argument("--curve-batch", type=int, default=8, help="batch of the loss curves")
+    parser.add_argument("--batch-size", type=int, default=64, help="batch of the speed rows")
+    parser.add_argument("--speed-steps", type=int, default=30, help="new-path speed steps")
+    parser.add_argument("--old-steps", type=int, default=8, help="old-path speed steps")
     parser.add_argument(
-        "--paths", default=",".join(PATHS), help="comma list of " + ", ".join(PATHS)
+        "--paths", default=",".join(PATHS), help="loss curves of: " + ", ".join(PATHS)
     )
     parser.add_argument("--out", default="results/train_speed.json")
     args = parser.parse_args()
-    runs: list[dict[str, Any]] = []
-    curves: dict[str, list[dict[str, Any]]] = {}
     chosen = [p.strip() for p in args.paths.split(",")]
     with tempfile.TemporaryDirectory() as tmp:
-        for data, steps in (("stockmark:NER", args.steps), ("mix", args.mix_steps)):
-            for path in chosen:
-                if data == "mix" and path == "new-whole-vocab":
-                    continue
-                out = Path(tmp) / f"{path}-{data.replace(':', '-')}".replace(" ", "")
-                done = train(args.base, path, data, steps, args.batch_size, out)
-                row = {"path": path, "data": data, "steps": steps}
-                row |= rates(done["log"], args.warmup) | {"peak_rss_mib": done["peak_rss_mib"]}
-                if data != "mix" and path != "old":
-                    row["stockmark_dev_f1"] = dev_f1(out / "final")
-                print(json.dumps(row), flush=True)
-                runs.append(row)
-                if data != "mix":
-                    curves[f"{path} path"] = done["log"]
-    by = {(r["path"], r["data"]): r for r in runs}
+        speed = speed_rows(args, Path(tmp))
+        curves_run, curves = curve_rows(args, Path(tmp), chosen)
+    by = {(r["path"], r["data"]): r for r in speed}
     speedup = {
         data: round(by[("new", data)]["records_per_s"] / by[("old", data)]["records_per_s"], 2)
         for data in ("stockmark:NER", "mix")
     }
-    final = {name: round(log[-1]["loss"], 4) for name, log in curves.items()}
-    f1 = {r["path"]: r["stockmark_dev_f1"] for r in runs if "stockmark_dev_f1" in r}
+    if ("new-system-malloc", "stockmark:NER") in by:
+        on_malloc = by[("new-system-malloc", "stockmark:NER")]["records_per_s"]
+        speedup["jemalloc_over_system_malloc"] = round(
+            by[("new", "stockmark:NER")]["records_per_s"] / on_malloc, 2
+        )
+    final = {r["path"]: r["final_loss"] for r in curves_run}
+    f1 = {r["path"]: r["stockmark_dev_f1"] for r in curves_run if "stockmark_dev_f1" in r}
     result = {
         "base": args.base,
         "lora": "r=32, alpha 64, every linear layer, dropout 0",
-        "batch_size": args.batch_size,
         "batch_tokens": 4096,
-        "runs": runs,
+        "runs": speed + curves_run,
         "speedup_records_per_s": speedup,
         "final_loss": final,
         "stockmark_dev_f1": f1,
@@ -151,10 +218,12 @@ def main() -> None:
             name: [[e["step"], round(e["loss"], 4)] for e in log] for name, log in curves.items()
         },
         "cpu_count": len(os.sched_getaffinity(0)),
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "PASSIVE (giellm's default)"),
         "python": platform.python_version(),
     }
     Path(args.out).write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
-    plot(curves, Path(args.out).with_suffix(".png"))
+    title = f"{args.base} LoRA r=32 on stockmark NER, batch {args.curve_batch}"
+    plot(curves, Path(args.out).with_suffix(".png"), title)
     print(json.dumps({"speedup_records_per_s": speedup, "final_loss": final, "dev_f1": f1}))
     print(f"wrote {args.out} and {Path(args.out).with_suffix('.png')}")
 

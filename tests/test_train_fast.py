@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 import torch
 
+from giellm.allocator import JEMALLOC_CONF, find_jemalloc, jemalloc_environment
 from giellm.models.bases import load_base, resolve_base
 from giellm.models.sequences import IGNORE
 from giellm.threads import usable_cpus
@@ -85,7 +86,9 @@ def _rows(tiny_gemma: Path, tmp_path: Path) -> tuple[Any, Any, Any]:
     config = _gemma_config(tmp_path, tiny_gemma, load_dtype="float32")
     source = resolve_base(str(tiny_gemma))
     model, tokenizer, _ = training.prepare_base(config, tmp_path, lambda entry: None)
-    sets = training_sets(config, tokenizer, read_pools(config.data, "train"))
+    sets = training_sets(
+        config, tokenizer, read_pools(config.data, "train"), read_pools(config.data, "dev")
+    )
     assert source.kind == "gguf"
     return model, tokenizer, sets
 
@@ -172,3 +175,31 @@ def test_checkpoints_are_scored_by_generation_and_the_best_is_kept(
     assert best["step"] == next(e["step"] for e in evals if e["mean"] == best["mean"])
     assert (tmp_path / "out" / "best" / "adapter_model.safetensors").exists()
     assert not (tmp_path / "out" / "best" / "state").exists()
+
+
+def test_jemalloc_is_preloaded_once_and_only_where_it_applies(tmp_path: Path) -> None:
+    library = tmp_path / "libjemalloc.so.2"
+    assert find_jemalloc((tmp_path / "none.so", library)) is None
+    library.write_bytes(b"")
+    assert find_jemalloc((tmp_path / "none.so", library)) == library
+    chosen = jemalloc_environment({"PATH": "/bin"}, library)
+    assert chosen is not None
+    assert chosen["LD_PRELOAD"] == str(library) and chosen["MALLOC_CONF"] == JEMALLOC_CONF
+    assert chosen["PATH"] == "/bin"
+    # the re-executed process, a user's own allocator or choice, or no jemalloc: run as is
+    assert jemalloc_environment(chosen, library) is None
+    assert jemalloc_environment({"LD_PRELOAD": "/opt/libtcmalloc.so"}, library) is None
+    assert jemalloc_environment({"GIELLM_ALLOCATOR": "system"}, library) is None
+    assert jemalloc_environment({}, None) is None
+    kept = jemalloc_environment({"LD_PRELOAD": "/x/libfoo.so", "MALLOC_CONF": "narenas:1"}, library)
+    assert kept == {"LD_PRELOAD": f"{library} /x/libfoo.so", "MALLOC_CONF": "narenas:1"}
+
+
+def test_train_runs_on_jemalloc_where_installed_and_on_malloc_when_told(
+    base_models: dict[str, Path], tmp_path: Path
+) -> None:
+    base = base_models["llama"]
+    expected = "jemalloc" if find_jemalloc() else "system"
+    assert _tiny_train(tmp_path / "a", base)["allocator"] == expected
+    told = _tiny_train(tmp_path / "b", base, env={"GIELLM_ALLOCATOR": "system"})
+    assert told["allocator"] == "system"

@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 
+from giellm.allocator import use_jemalloc
 from giellm.cli import data_commands, model_commands
 from giellm.errors import GiellmError
 from giellm.progress import err_console
@@ -24,6 +25,7 @@ app = typer.Typer(
 
 @app.callback()
 def _options(
+    ctx: typer.Context,
     threads: Annotated[
         int | None,
         typer.Option(
@@ -36,6 +38,8 @@ def _options(
 ) -> None:
     """giellm: unified Japanese information extraction (TC, SA, NER, RE, EE, PAS)."""
     configure_threads(threads)  # runs before every command, so before anything loads torch
+    if ctx.invoked_subcommand == "train":
+        use_jemalloc()  # re-executes this process once where jemalloc is installed
 
 
 for _command in (

@@ -186,14 +186,16 @@ class TrainingSets:
 
 
 def training_sets(
-    config: TrainConfig, tokenizer: Any, pools: dict[str, list[Example]]
+    config: TrainConfig,
+    tokenizer: Any,
+    pools: dict[str, list[Example]],
+    dev_pools: dict[str, list[Example]],
 ) -> TrainingSets:
-    """The mixed, windowed, tokenized train rows of `pools`, and dev rows from the dev splits."""
+    """The mixed, windowed, tokenized train rows of `pools`, and dev-loss rows of `dev_pools`."""
     weights = {f"{s.dataset}:{s.task}": s.weight for s in config.data}
     size, overlap = config.window_chars, config.window_overlap
     mixed = mix(pools, weights, total=config.total, seed=config.seed)
     train = windowed(mixed, size, overlap, config.label_windows)
-    dev_pools = read_pools(config.data, "dev")
     dev = mix(dev_pools, total=config.eval_records, seed=config.seed) if dev_pools else []
     return TrainingSets(
         encode_all(tokenizer, train, config.max_len),

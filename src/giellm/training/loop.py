@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from giellm.allocator import active_allocator
 from giellm.errors import GiellmError
 from giellm.models.sequences import IGNORE
 from giellm.training.config import TrainConfig
@@ -65,6 +66,17 @@ def target_loss(model: Any, batch: dict[str, Any]) -> Any:
         predicted.reshape(-1, predicted.shape[-1]).float(),
         target.reshape(-1),
         ignore_index=IGNORE,
+    )
+
+
+def _fusable(params: list[Any]) -> bool:
+    """AdamW's fused kernel (one pass over every parameter instead of a dozen small ops per
+    tensor: LoRA has hundreds) where the parameters are floating tensors on one CPU or GPU."""
+    devices = {p.device for p in params}
+    return (
+        len(devices) == 1
+        and next(iter(devices)).type in ("cpu", "cuda")
+        and all(p.is_floating_point() for p in params)
     )
 
 
@@ -144,7 +156,9 @@ class _Loop:
             1, math.ceil(per_epoch * stage.epochs / config.grad_accum)
         )
         self.params = [p for p in model.parameters() if p.requires_grad]
-        optimizer = torch.optim.AdamW(self.params, lr=stage.lr, weight_decay=config.weight_decay)
+        optimizer = torch.optim.AdamW(
+            self.params, lr=stage.lr, weight_decay=config.weight_decay, fused=_fusable(self.params)
+        )
         ticks = acc.num_processes  # the prepared scheduler steps once per process per step
         warmup = math.ceil(self.steps * config.warmup_ratio)
         scheduler = get_cosine_schedule_with_warmup(optimizer, warmup * ticks, self.steps * ticks)
@@ -162,6 +176,7 @@ class _Loop:
                 "mixed_precision": acc.mixed_precision,
                 "threads": torch.get_num_threads(),
                 "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
+                "allocator": active_allocator(),
                 "output_index": None if self.head is None else len(self.head.index),
             }
         )

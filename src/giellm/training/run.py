@@ -156,6 +156,7 @@ def run(config: TrainConfig, log: Log | None = None) -> Path:
 
 def _run(config: TrainConfig, out: Path, log: Log) -> Path:
     pools = read_pools(config.data, "train")  # a missing file fails before any model work
+    dev_pools = read_pools(config.data, "dev")  # dev loss and, with eval_generate, dev figures
     model, tokenizer, base = prepare_base(config, out, log)
     if config.gradient_checkpointing:
         model.activation_checkpointing_enable({"use_reentrant": False})
@@ -165,7 +166,7 @@ def _run(config: TrainConfig, out: Path, log: Log) -> Path:
     if config.compile:
         for layer in decoder_of(model).layers:  # in place: parameter names stay the same
             layer.compile(dynamic=True)
-    sets = training_sets(config, tokenizer, pools)
+    sets = training_sets(config, tokenizer, pools, dev_pools)
     log(
         {
             "stage": "finetune",
@@ -196,7 +197,7 @@ def _run(config: TrainConfig, out: Path, log: Log) -> Path:
         config=config,
         pad_id=tokenizer.pad_token_id,
         log=log,
-        checkpoints=_checkpoints(config, out, tokenizer, meta, log),
+        checkpoints=_checkpoints(config, out, tokenizer, meta, dev_pools, log),
         resume_from=resume_from,
     )
     final = out / "final"
@@ -206,18 +207,22 @@ def _run(config: TrainConfig, out: Path, log: Log) -> Path:
 
 
 def _checkpoints(
-    config: TrainConfig, out: Path, tokenizer: Any, meta: ModelMeta, log: Log
+    config: TrainConfig,
+    out: Path,
+    tokenizer: Any,
+    meta: ModelMeta,
+    dev_pools: dict[str, list[Any]],
+    log: Log,
 ) -> Checkpoints:
     """checkpoint-N folders, at most `save_total_limit` of them (and `best/` with
     `eval_generate`)."""
     kept: list[Path] = []
-    dev_pools = read_pools(config.data, "dev") if config.eval_generate else {}
 
     def save(unwrapped: Any, step: int) -> Path:
         target = out / f"checkpoint-{step}"
         if is_main_process():
             save_model(unwrapped, tokenizer, target, config.save_dtype, meta)
-            if dev_pools:
+            if config.eval_generate and dev_pools:
                 _keep_if_best(unwrapped, target, step)
         return target
 

@@ -1,0 +1,76 @@
+"""jemalloc for CPU training, where the system has it: glibc malloc makes a step 2x slower.
+
+A training step on the CPU allocates and frees activations of every shape its batches have
+(rows x length vary from step to step). glibc's malloc hands much of that back to the kernel and
+faults it in again, and fragments the rest: measured on Gemma 3 270M LoRA, same batches, 2 cores,
+6.1 records/s with glibc (22M page faults in 2.5 minutes, memory growing to 15 GB over a run)
+against 12.8 with jemalloc keeping its freed pages. The allocator is chosen when the process
+starts, so `giellm train` re-executes itself once with jemalloc preloaded (`LD_PRELOAD`) when it
+is installed (Debian/Ubuntu: `apt install libjemalloc2`) and nothing else was preloaded.
+`GIELLM_ALLOCATOR=system` keeps the system's malloc.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+
+JEMALLOC_PATHS = tuple(
+    Path(d) / "libjemalloc.so.2"
+    for d in (
+        "/usr/lib/x86_64-linux-gnu",
+        "/usr/lib/aarch64-linux-gnu",
+        "/usr/lib64",
+        "/usr/lib",
+        "/usr/local/lib",
+    )
+)
+# freed pages stay with jemalloc for the next step's tensors instead of going back to the kernel
+JEMALLOC_CONF = "dirty_decay_ms:-1,muzzy_decay_ms:-1"
+PRELOADED = ("jemalloc", "tcmalloc", "mimalloc")
+
+
+def find_jemalloc(paths: tuple[Path, ...] = JEMALLOC_PATHS) -> Path | None:
+    return next((p for p in paths if p.is_file()), None)
+
+
+def jemalloc_environment(environ: Mapping[str, str], library: Path | None) -> dict[str, str] | None:
+    """The environment to re-execute with, or None to run as is (no jemalloc, the user chose,
+    an allocator already preloaded, or this is the re-executed process)."""
+    if library is None or environ.get("GIELLM_ALLOCATOR", "jemalloc") != "jemalloc":
+        return None
+    if any(name in environ.get("LD_PRELOAD", "") for name in PRELOADED):
+        return None
+    preload = " ".join(filter(None, (str(library), environ.get("LD_PRELOAD"))))
+    conf = environ.get("MALLOC_CONF") or JEMALLOC_CONF
+    return dict(environ, LD_PRELOAD=preload, MALLOC_CONF=conf)
+
+
+def _giellm_is_main() -> bool:
+    """This process is the `giellm` command (not a test runner or an application calling the
+    command in process, which re-executing would replace)."""
+    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    command = Path(sys.argv[0]).name == "giellm"
+    return command or (spec is not None and spec.name.startswith("giellm"))
+
+
+def use_jemalloc() -> None:
+    """Re-execute this command with jemalloc preloaded, where that applies (Linux only)."""
+    if not sys.platform.startswith("linux") or not _giellm_is_main():
+        return
+    environment = jemalloc_environment(os.environ, find_jemalloc())
+    if environment is not None:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]], environment)
+
+
+def active_allocator() -> str:
+    """The malloc this process runs on, for the training log."""
+    try:
+        maps = Path("/proc/self/maps").read_text()
+    except OSError:
+        return "unknown"
+    return next((name for name in PRELOADED if f"lib{name}" in maps), "system")
