@@ -1,10 +1,10 @@
 """Learning curve of a training run: dev figures of its checkpoints against minutes of training.
 
-Points come from the run's own `eval` log entries (a run with `eval_generate: N` scores N dev
-records per pool at each checkpoint) and from checkpoint directories given with `--checkpoints`
-(evaluated here on `--limit` records per case, spread over each split, constrained decoding, as
-the run does; use the run's N); the minutes come from the run's train_log.jsonl (`elapsed` at
-the step). Writes the JSON and a plot.
+Checkpoint directories given with `--checkpoints` are evaluated here on `--limit` records per
+case, spread over each split, with constrained decoding on the merged model; steps without a
+directory come from the run's own `eval` log entries (a run with `eval_generate: N` scores N
+dev records per pool at each checkpoint, on the model being trained). The minutes come from the
+run's train_log.jsonl (`elapsed` at the step). Writes the JSON and a plot.
 
 Run: .venv/bin/python benchmarks/learning_curve.py --log build/giellm-ja/train_log.jsonl \
         [--checkpoints build/curve/checkpoint-*] --limit 40
@@ -80,8 +80,6 @@ def main() -> None:
     for directory in args.checkpoints:
         name = directory.name
         step = int(name.split("-")[1]) if name.startswith("checkpoint-") else last
-        if step in points:
-            continue  # the run scored it itself
         at = round(minutes.get(step, minutes[last]), 1)
         points[step] = evaluated_point(directory, step, at, args.limit)
         print(json.dumps(points[step]), flush=True)

@@ -105,15 +105,47 @@ def rates(log: list[dict[str, Any]], warmup: int) -> dict[str, float]:
     }
 
 
-def dev_f1(model: Path) -> float:
-    """Strict entity F1 on the whole stockmark dev split, constrained decoding."""
+def dev_counts(model: Path) -> list[tuple[int, int, int]]:
+    """Per stockmark dev sentence (whole split, constrained decoding): the (true positive, false
+    positive, false negative) strict entity counts that strict micro F1 sums."""
     from giellm.data.registry import load
-    from giellm.evaluation.metrics import score
     from giellm.inference.extractor import Extractor
 
     gold = load("stockmark", "dev", "NER")
     predicted = [p.example for p in Extractor(model).predict(gold, schema="stockmark")]
-    return round(float(score(gold, predicted).as_dict()["f1"]), 4)
+    counts = []
+    for g, p in zip(gold, predicted, strict=True):
+        want = {(e.start, e.end, e.type) for e in g.entities}
+        got = {(e.start, e.end, e.type) for e in p.entities}
+        counts.append((len(want & got), len(got - want), len(want - got)))
+    return counts
+
+
+def f1_of(counts: list[tuple[int, int, int]]) -> float:
+    tp, fp, fn = (sum(c[i] for c in counts) for i in range(3))
+    return 2 * tp / (2 * tp + fp + fn) if tp else 0.0
+
+
+def paired_difference(
+    a: list[tuple[int, int, int]], b: list[tuple[int, int, int]], rounds: int = 2000
+) -> dict[str, Any]:
+    """F1(a) - F1(b) with a 95% paired bootstrap interval over the dev sentences: a
+    difference whose interval holds 0 is within the noise of this dev split."""
+    import random
+
+    rng = random.Random(0)
+    n = len(a)
+    draws = []
+    for _ in range(rounds):
+        pick = [rng.randrange(n) for _ in range(n)]
+        draws.append(f1_of([a[i] for i in pick]) - f1_of([b[i] for i in pick]))
+    draws.sort()
+    low, high = draws[int(0.025 * rounds)], draws[int(0.975 * rounds) - 1]
+    return {
+        "difference": round(f1_of(a) - f1_of(b), 4),
+        "ci95": [round(low, 4), round(high, 4)],
+        "within_noise": low <= 0 <= high,
+    }
 
 
 def plot(curves: dict[str, list[dict[str, Any]]], out: Path, title: str) -> None:
@@ -160,7 +192,7 @@ def curve_rows(
 ) -> tuple[list[dict[str, Any]], dict[str, list[dict[str, Any]]]]:
     """The same `--steps` stockmark steps (same seed, same batches) on every path: loss curves,
     and the dev F1 of the new path with and without the training-vocabulary loss."""
-    rows, curves = [], {}
+    rows, curves, counts = [], {}, {}
     for path in chosen:
         out = tmp / f"curve-{path}"
         done = train(args.base, path, "stockmark:NER", args.steps, args.curve_batch, out)
@@ -170,10 +202,17 @@ def curve_rows(
         row |= {"allocator": done["log_head"]["allocator"], "steal_share": done["steal_share"]}
         row["final_loss"] = round(done["log"][-1]["loss"], 4)
         if path != "old":
-            row["stockmark_dev_f1"] = dev_f1(out / "final")
+            counts[path] = dev_counts(out / "final")
+            row["stockmark_dev_f1"] = round(f1_of(counts[path]), 4)
         print(json.dumps(row), flush=True)
         rows.append(row)
         curves[f"{path} path"] = done["log"]
+    if {"new", "new-whole-vocab"} <= counts.keys():
+        rows.append(
+            {"part": "vocabulary restriction", "new minus new-whole-vocab F1": paired_difference(
+                counts["new"], counts["new-whole-vocab"])}
+        )  # fmt: skip
+        print(json.dumps(rows[-1]), flush=True)
     return rows, curves
 
 
@@ -204,8 +243,11 @@ def main() -> None:
         speedup["jemalloc_over_system_malloc"] = round(
             by[("new", "stockmark:NER")]["records_per_s"] / on_malloc, 2
         )
-    final = {r["path"]: r["final_loss"] for r in curves_run}
-    f1 = {r["path"]: r["stockmark_dev_f1"] for r in curves_run if "stockmark_dev_f1" in r}
+    final = {r["path"]: r["final_loss"] for r in curves_run if "path" in r}
+    f1: dict[str, Any] = {
+        r["path"]: r["stockmark_dev_f1"] for r in curves_run if "stockmark_dev_f1" in r
+    }
+    f1 |= {k: v for r in curves_run for k, v in r.items() if k.startswith("new minus")}
     result = {
         "base": args.base,
         "lora": "r=32, alpha 64, every linear layer, dropout 0",
