@@ -56,7 +56,14 @@ def cpu_ticks() -> tuple[int, int]:
 
 
 def train(
-    base: str, path: str, data: str, steps: int, batch: int, out: Path, log_every: int = 5
+    base: str,
+    path: str,
+    data: str,
+    steps: int,
+    batch: int,
+    out: Path,
+    log_every: int = 5,
+    batch_tokens: int = 4096,
 ) -> dict[str, Any]:
     """One `giellm train` process; its log entries and peak RSS."""
     command = [GIELLM, "train", "--output-dir", str(out), "--max-steps", str(steps)]
@@ -65,7 +72,7 @@ def train(
     else:
         command += ["--base-model", base, "--data", data, "--lora", "--lora-r", "32"]
         command += ["--lora-alpha", "64", "--lora-dropout", "0", "--max-len", "512"]
-    command += ["--batch-size", str(batch), "--batch-tokens", "4096", "--lr", "4e-4"]
+    command += ["--batch-size", str(batch), "--batch-tokens", str(batch_tokens), "--lr", "4e-4"]
     command += ["--eval-every", "0", "--save-every", "0", "--log-every", str(log_every)]
     command += ["--seed", "0"]
     command += PATHS[path.removesuffix("-system-malloc")]
@@ -171,15 +178,17 @@ def speed_rows(args: argparse.Namespace, tmp: Path) -> list[dict[str, Any]]:
     The old path is slow enough that a few steps measure it; the new one runs past its
     compilation."""
     rows = []
-    for data in ("stockmark:NER", "mix"):
+    chosen = args.speed_paths.split(",")
+    for data in args.speed_data.split(","):
         paths = [("old", args.old_steps, 2), ("new", args.speed_steps, 10)]
         if data != "mix":
             paths.append(("new-system-malloc", args.speed_steps, 10))
-        for path, steps, warmup in paths:
+        for path, steps, warmup in (p for p in paths if p[0] in chosen):
             out = tmp / f"speed-{path}-{data.replace(':', '-')}"
-            done = train(args.base, path, data, steps, args.batch_size, out, log_every=1)
+            done = train(args.base, path, data, steps, args.batch_size, out, 1, args.batch_tokens)
             row = {"part": "speed", "path": path, "data": data, "steps": steps}
-            row |= {"batch_size": args.batch_size, "measured_after_step": warmup}
+            row |= {"batch_size": args.batch_size, "batch_tokens": args.batch_tokens}
+            row |= {"measured_after_step": warmup}
             row |= rates(done["log"], warmup) | {"peak_rss_mib": done["peak_rss_mib"]}
             row |= {"allocator": done["log_head"]["allocator"], "steal_share": done["steal_share"]}
             print(json.dumps(row), flush=True)
@@ -224,6 +233,10 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=64, help="batch of the speed rows")
     parser.add_argument("--speed-steps", type=int, default=30, help="new-path speed steps")
     parser.add_argument("--old-steps", type=int, default=8, help="old-path speed steps")
+    parser.add_argument("--batch-tokens", type=int, default=4096, help="of the speed rows")
+    parser.add_argument("--speed-data", default="stockmark:NER,mix")
+    parser.add_argument("--speed-paths", default="old,new,new-system-malloc")
+    parser.add_argument("--parts", default="speed,curves")
     parser.add_argument(
         "--paths", default=",".join(PATHS), help="loss curves of: " + ", ".join(PATHS)
     )
@@ -231,12 +244,15 @@ def main() -> None:
     args = parser.parse_args()
     chosen = [p.strip() for p in args.paths.split(",")]
     with tempfile.TemporaryDirectory() as tmp:
-        speed = speed_rows(args, Path(tmp))
-        curves_run, curves = curve_rows(args, Path(tmp), chosen)
+        speed = speed_rows(args, Path(tmp)) if "speed" in args.parts else []
+        curves_run, curves = [], {}
+        if "curves" in args.parts:
+            curves_run, curves = curve_rows(args, Path(tmp), chosen)
     by = {(r["path"], r["data"]): r for r in speed}
     speedup = {
         data: round(by[("new", data)]["records_per_s"] / by[("old", data)]["records_per_s"], 2)
         for data in ("stockmark:NER", "mix")
+        if ("new", data) in by and ("old", data) in by
     }
     if ("new-system-malloc", "stockmark:NER") in by:
         on_malloc = by[("new-system-malloc", "stockmark:NER")]["records_per_s"]
@@ -251,7 +267,7 @@ def main() -> None:
     result = {
         "base": args.base,
         "lora": "r=32, alpha 64, every linear layer, dropout 0",
-        "batch_tokens": 4096,
+        "batch_tokens_of_speed_rows": args.batch_tokens,
         "runs": speed + curves_run,
         "speedup_records_per_s": speedup,
         "final_loss": final,
@@ -265,7 +281,8 @@ def main() -> None:
     }
     Path(args.out).write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
     title = f"{args.base} LoRA r=32 on stockmark NER, batch {args.curve_batch}"
-    plot(curves, Path(args.out).with_suffix(".png"), title)
+    if curves:
+        plot(curves, Path(args.out).with_suffix(".png"), title)
     print(json.dumps({"speedup_records_per_s": speedup, "final_loss": final, "dev_f1": f1}))
     print(f"wrote {args.out} and {Path(args.out).with_suffix('.png')}")
 

@@ -59,7 +59,8 @@ def target_loss(model: Any, batch: dict[str, Any]) -> Any:
     first = int((labels != IGNORE).float().argmax(dim=1).min()) if labels.numel() else 0
     keep = min(width, width - first + 1)
     inputs = {k: v for k, v in batch.items() if k != "labels"}
-    logits = model(**inputs, logits_to_keep=keep).logits
+    # no KV cache: training never reads it, and compiled layers would recompile per layer index
+    logits = model(**inputs, logits_to_keep=keep, use_cache=False).logits
     predicted = logits[:, -keep:-1]
     target = labels[:, width - predicted.shape[1] :]
     return torch.nn.functional.cross_entropy(
