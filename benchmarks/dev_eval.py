@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import functools
 import json
-import os
 import platform
 import time
 from collections import Counter
@@ -27,6 +26,7 @@ from giellm.evaluation.metrics import score
 from giellm.evaluation.systems import DEFAULT_CASES, spread
 from giellm.inference.extractor import Extractor
 from giellm.progress import record_progress
+from giellm.threads import configure_threads
 
 
 def _fmt(value: float | None) -> str:
@@ -45,7 +45,7 @@ def main() -> None:
     args = parser.parse_args()
     cases = [tuple(c.split(":")) for c in args.cases.split(",")] if args.cases else DEFAULT_CASES
 
-    torch.set_num_threads(os.cpu_count() or 1)
+    configure_threads()  # the usable CPUs (affinity, cgroup quota)
     extractor = Extractor(args.model, batch_size=args.batch_size)
     rows = []
     for name, task in cases:

@@ -19,17 +19,11 @@ from typing import Any
 
 from giellm.data.registry import load
 from giellm.evaluation.metrics import score
-from giellm.evaluation.systems import spread
+from giellm.evaluation.systems import DEFAULT_CASES, main_metric, spread
 from giellm.inference.extractor import Extractor
 from giellm.training.run import iter_log
 
-CASES = [("stockmark", "NER"), ("livedoor", "TC"), ("jrte", "SA"), ("kwdlc", "NER"),
-         ("kwdlc", "PAS"), ("jacred", "RE"), ("fkc", "NER")]  # fmt: skip
-
-
-def figure(report: dict[str, Any], task: str) -> float:
-    """The case's headline: accuracy for label-only tasks, strict F1 otherwise."""
-    return float(report["text_accuracy"] if task in ("TC", "SA") else report["f1"])
+CASES = DEFAULT_CASES
 
 
 def minutes_at(log: Path) -> dict[int, float]:
@@ -62,7 +56,8 @@ def evaluated_point(directory: Path, step: int, minutes: float, limit: int) -> d
     for dataset, task in CASES:
         gold = spread(load(dataset, "dev", task), limit)
         predicted = [p.example for p in extractor.predict(gold, schema=dataset)]
-        row[f"{dataset}:{task}"] = round(figure(score(gold, predicted).as_dict(), task), 4)
+        value = score(gold, predicted).as_dict()[main_metric(task)] or 0.0
+        row[f"{dataset}:{task}"] = round(float(value), 4)
     return row
 
 

@@ -112,30 +112,28 @@ def rates(log: list[dict[str, Any]], warmup: int) -> dict[str, float]:
     }
 
 
-def dev_counts(model: Path) -> list[tuple[int, int, int]]:
-    """Per stockmark dev sentence (whole split, constrained decoding): the (true positive, false
-    positive, false negative) strict entity counts that strict micro F1 sums."""
+def dev_counts(model: Path) -> list[Any]:
+    """Per stockmark dev sentence (whole split, constrained decoding): its strict entity
+    `Counts`, matched as `giellm evaluate` matches them; their sum gives the micro F1."""
     from giellm.data.registry import load
+    from giellm.evaluation.metrics import Counts, items, span_counts
     from giellm.inference.extractor import Extractor
 
     gold = load("stockmark", "dev", "NER")
     predicted = [p.example for p in Extractor(model).predict(gold, schema="stockmark")]
-    counts = []
-    for g, p in zip(gold, predicted, strict=True):
-        want = {(e.start, e.end, e.type) for e in g.entities}
-        got = {(e.start, e.end, e.type) for e in p.entities}
-        counts.append((len(want & got), len(got - want), len(want - got)))
-    return counts
+    return [
+        sum(span_counts(items(g), items(p)).values(), Counts())
+        for g, p in zip(gold, predicted, strict=True)
+    ]
 
 
-def f1_of(counts: list[tuple[int, int, int]]) -> float:
-    tp, fp, fn = (sum(c[i] for c in counts) for i in range(3))
-    return 2 * tp / (2 * tp + fp + fn) if tp else 0.0
+def f1_of(counts: list[Any]) -> float:
+    from giellm.evaluation.metrics import Counts
+
+    return sum(counts, Counts()).f1 or 0.0
 
 
-def paired_difference(
-    a: list[tuple[int, int, int]], b: list[tuple[int, int, int]], rounds: int = 2000
-) -> dict[str, Any]:
+def paired_difference(a: list[Any], b: list[Any], rounds: int = 2000) -> dict[str, Any]:
     """F1(a) - F1(b) with a 95% paired bootstrap interval over the dev sentences: a
     difference whose interval holds 0 is within the noise of this dev split."""
     import random
