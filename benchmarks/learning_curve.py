@@ -3,11 +3,13 @@
 Checkpoint directories given with `--checkpoints` are evaluated here on `--limit` records per
 case, spread over each split, with constrained decoding on the merged model; steps without a
 directory come from the run's own `eval` log entries (a run with `eval_generate: N` scores N
-dev records per pool at each checkpoint, on the model being trained). The minutes come from the
-run's train_log.jsonl (`elapsed` at the step). Writes the JSON and a plot.
+dev records per pool at each checkpoint, on the model being trained); `--reuse` keeps the
+evaluated points of an earlier output (checkpoints rotated away since) at steps the log has no
+figures for. The minutes come from the run's train_log.jsonl (`elapsed` at the step). Writes
+the JSON and a plot.
 
 Run: .venv/bin/python benchmarks/learning_curve.py --log build/giellm-ja/train_log.jsonl \
-        [--checkpoints build/curve/checkpoint-*] --limit 40
+        [--checkpoints build/curve/checkpoint-*] [--reuse results/learning_curve.json] --limit 40
 """
 
 from __future__ import annotations
@@ -68,10 +70,19 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=40)
     parser.add_argument("--out", default="results/learning_curve.json")
     parser.add_argument("--plot", default="docs/learning_curve.png")
+    parser.add_argument("--reuse", type=Path, help="an earlier output whose evaluated points stay")
     args = parser.parse_args()
     minutes = minutes_at(args.log)
     last = max(minutes)
     points = logged_points(args.log, minutes)
+    if args.reuse:
+        earlier = json.loads(args.reuse.read_text(encoding="utf-8"))
+        if earlier["limit"] != args.limit:
+            raise SystemExit(
+                f"{args.reuse}: scored on {earlier['limit']} records, not {args.limit}"
+            )
+        kept = [p for p in earlier["points"] if not p["checkpoint"].startswith("log step")]
+        points = {p["step"]: p for p in kept} | points  # the run's own log wins a step
     for directory in args.checkpoints:
         name = directory.name
         step = int(name.split("-")[1]) if name.startswith("checkpoint-") else last

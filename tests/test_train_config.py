@@ -91,3 +91,79 @@ def test_flag_mistakes_are_named(args: list[str], message: str) -> None:
     data = {"output_dir": "x", "data": [{"dataset": "stockmark", "task": "NER"}]}
     with pytest.raises(GiellmError, match=re.escape(message)):
         config_from_dict(apply_flags(data, args))
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--batch-size", "-2"], "batch_size: -2 must be at least 1"),  # looped forever
+        (["--batch-size", "0"], "batch_size: 0 must be at least 1"),
+        (["--grad-accum", "0"], "grad_accum: 0 must be at least 1"),
+        (["--log-every", "0"], "log_every: 0 must be at least 1"),
+        (["--lr", "-1"], "lr: -1.0 must be above 0"),
+        (["--lr", "nan"], "lr: nan must be a finite number"),
+        (["--window-overlap", "256"], "window_overlap: 256 must be below window_chars (256)"),
+        (["--max-steps", "-3"], "max_steps: -3 must be at least 1"),
+        (["--max-new-tokens", "0"], "max_new_tokens: 0 must be at least 1"),
+        (["--total", "-5"], "total: -5 must be at least 1"),
+        (["--epochs", "0"], "epochs: 0.0 must be above 0"),
+        (["--save-total-limit", "0"], "save_total_limit: 0 must be at least 1"),
+        (["--label-windows", "0"], "label_windows: 0 must be at least 1"),  # TC/SA vanished
+        (["--lora-r", "0"], "lora: r: 0 must be at least 1"),
+        (["--lora-dropout", "1"], "lora: dropout: 1.0 must be below 1"),
+        (["--warmup-ratio", "1.5"], "warmup_ratio: 1.5 must be below 1"),
+    ],
+)
+def test_settings_outside_their_range_are_refused_before_any_work(
+    args: list[str], message: str
+) -> None:
+    from giellm.training.config import apply_flags, config_from_dict
+
+    data = {"output_dir": "x", "data": [{"dataset": "stockmark", "task": "NER"}]}
+    with pytest.raises(GiellmError, match=re.escape(message)):
+        config_from_dict(apply_flags(data, args), "flags")
+
+
+def test_a_pool_weight_of_zero_is_named(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("output_dir: a\ndata: [{dataset: jrte, task: SA, weight: 0}]\n")
+    with pytest.raises(GiellmError, match=re.escape("c.yaml.data[0]: weight: 0.0 must be above 0")):
+        load_config(path)
+
+
+def test_out_of_range_settings_fail_on_the_command_line_in_a_line(tmp_path: Path) -> None:
+    from conftest import run_cli
+
+    result = run_cli("train", "--output-dir", str(tmp_path / "o"), "--data", "jrte:SA",
+                     "--batch-size", "-2")  # fmt: skip
+    assert result.returncode == 2 and "batch_size: -2 must be at least 1" in result.stderr
+    assert "Traceback" not in result.stderr and not (tmp_path / "o").exists()
+
+
+def test_two_pools_of_one_dataset_and_task_are_both_used(
+    data_dir: Path, tokenizer_dir: Path, tmp_path: Path
+) -> None:
+    from transformers import AutoTokenizer
+
+    from giellm.models.sequences import training_pair
+    from giellm.training.config import DataSource
+    from giellm.training.data import pool_names, read_pools, read_source, training_sets
+
+    lines = (data_dir / "jrte_pn" / "train.tsv").read_text(encoding="utf-8").splitlines(True)
+    (tmp_path / "a.tsv").write_text("".join(lines[:100]), encoding="utf-8")
+    (tmp_path / "b.tsv").write_text("".join(lines[100:200]), encoding="utf-8")
+    sources = [
+        DataSource("jrte", "SA", weight=3.0, train=str(tmp_path / "a.tsv")),
+        DataSource("jrte", "SA", weight=1.0, train=str(tmp_path / "b.tsv")),
+    ]
+    assert pool_names(sources) == ["jrte:SA", "jrte:SA#2"]
+    pools = read_pools(sources, "train")
+    assert list(pools) == ["jrte:SA", "jrte:SA#2"]
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+    config = TrainConfig(output_dir="x", data=sources, total=80)
+    rows = training_sets(config, tokenizer, pools, {}).train.ids
+    of = [
+        {tuple(training_pair(tokenizer, ex)[0]) for ex in read_source(s, "train")} for s in sources
+    ]
+    # 60 rows from the first file and 20 from the second, not 80 from the last pool alone
+    assert [sum(tuple(r) in rows_of for r in rows) for rows_of in of] == [60, 20]

@@ -50,8 +50,18 @@ def get_task(name: str) -> Task:
     return task
 
 
-def _frozen(values: Iterable[str] | None) -> frozenset[str] | None:
-    return None if values is None else frozenset(values)
+def _frozen(values: Iterable[str] | None, name: str) -> frozenset[str] | None:
+    """A label set from a list of strings; a bare string ("abc" is not three labels), a number
+    or a list holding non-strings is an error naming the parameter."""
+    if values is None:
+        return None
+    if isinstance(values, str | bytes) or not isinstance(values, Iterable):
+        raise GiellmError(f"{name}: expected a list of strings, got {values!r}")
+    found = list(values)
+    wrong = next((v for v in found if not isinstance(v, str)), None)
+    if wrong is not None:
+        raise GiellmError(f"{name}: expected a list of strings, found {wrong!r}")
+    return frozenset(found)
 
 
 @dataclass(frozen=True)
@@ -78,11 +88,11 @@ class LabelSchema:
         roles: Iterable[str] | None = None,
     ) -> LabelSchema:
         return cls(
-            _frozen(labels),
-            _frozen(entity_types),
-            _frozen(relation_types),
-            _frozen(event_types),
-            _frozen(roles),
+            _frozen(labels, "labels"),
+            _frozen(entity_types, "entity_types"),
+            _frozen(relation_types, "relation_types"),
+            _frozen(event_types, "event_types"),
+            _frozen(roles, "roles"),
         )
 
     def as_dict(self) -> dict[str, list[str] | None]:

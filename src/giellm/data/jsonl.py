@@ -129,6 +129,14 @@ def dumps(example: Example) -> str:
     return json.dumps(example_to_dict(example), ensure_ascii=False)
 
 
+def writes_through(path: str | Path) -> bool:
+    """Is `path` a device, FIFO or pipe (`-o /dev/null`, `-o /dev/stdout`)? Those are written
+    as they are: renaming a finished file over one would replace the node (as root, the
+    machine's /dev/null) with a regular file."""
+    path = Path(path)
+    return path.exists() and not path.is_file() and not path.is_dir()
+
+
 @contextlib.contextmanager
 def atomic_writer(path: str | Path) -> Iterator[IO[str]]:
     """Write to a temporary file beside `path` and rename it into place only on success.
@@ -141,7 +149,7 @@ def atomic_writer(path: str | Path) -> Iterator[IO[str]]:
         raise DataError("is a directory, not a file", path=path)
     if not directory.is_dir():
         raise DataError("output directory does not exist", path=directory)
-    if path.exists() and not path.is_file():  # /dev/null, a FIFO: write to it, never replace it
+    if writes_through(path):
         with path.open("w", encoding="utf-8") as handle:
             yield handle
         return
@@ -170,7 +178,7 @@ def check_writable(path: Path) -> None:
     if not directory.is_dir():
         raise DataError("output directory does not exist", path=directory)
     try:  # try it for real: permission bits say little to root or on a read-only mount
-        if path.exists() and not path.is_file():  # a device or FIFO is written to as it is
+        if writes_through(path):  # a device or FIFO is written to as it is
             if not os.access(path, os.W_OK):
                 raise PermissionError(13, "not writable")
             return

@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from giellm.data.jsonl import (
     check_outputs,
@@ -29,6 +29,7 @@ from giellm.data.jsonl import (
     resume_count,
     settings_path,
     write_rejects,
+    writes_through,
 )
 from giellm.data.registry import get_format
 from giellm.errors import GiellmError
@@ -77,7 +78,10 @@ def plan_job(job: PredictJob) -> JobPlan:
     if job.on_error not in ("fail", "skip"):
         raise GiellmError("--on-error must be fail or skip")
     check_writable(job.output)
-    check_outputs([job.input], [job.output, partial_path(job.output), job.rejects_path])
+    outputs = [job.output, job.rejects_path]
+    if not writes_through(job.output):
+        outputs.append(partial_path(job.output))
+    check_outputs([job.input], outputs)
     if job.schema is not None:
         get_format(job.schema)  # an unknown name fails now, not after the model has loaded
     fmt = get_format(job.from_format)
@@ -118,7 +122,14 @@ def run_job(
     on_windows: Callable[[int, int], None] | None = None,
 ) -> JobResult:
     """Predict the plan's records into the output, resuming a partial run made with the same
-    `settings` (the model and decoding options; the job's own are added)."""
+    `settings` (the model and decoding options; the job's own are added). A device, FIFO or
+    pipe is written as it is: no partial, nothing renamed over it."""
+    if writes_through(job.output):
+        with job.output.open("w", encoding="utf-8") as stream:
+            extractor = load()
+            started = time.perf_counter()
+            _predict_into(stream, extractor, plan.records, plan.schema, on_record, on_windows)
+        return JobResult(len(plan.records), 0, time.perf_counter() - started, extractor.stats)
     partial = partial_path(job.output)
     settings = {
         "input": str(job.input.resolve()),
@@ -135,22 +146,7 @@ def run_job(
             on_resume(done)
         extractor = load()
         started = time.perf_counter()
-
-        def write(prediction: Prediction) -> None:  # one flushed line per record: a kill loses none
-            sink.write(dumps(prediction.example) + "\n")
-            sink.flush()
-            if on_record is not None:
-                on_record(prediction)
-
-        # chunks of a few batches: sorted by length for speed, and written out as they finish
-        for _ in extractor.predict(
-            plan.records[done:],
-            schema=plan.schema,
-            chunk=8 * extractor.batch_size,
-            on_record=write,
-            on_windows=on_windows,
-        ):
-            pass
+        _predict_into(sink, extractor, plan.records[done:], plan.schema, on_record, on_windows)
         os.fsync(sink.fileno())
     except BaseException:
         sink.close()
@@ -163,3 +159,28 @@ def run_job(
     settings_path(partial).unlink(missing_ok=True)
     seconds = time.perf_counter() - started
     return JobResult(len(plan.records) - done, done, seconds, extractor.stats)
+
+
+def _predict_into(
+    sink: IO[str],
+    extractor: Extractor,
+    records: list[Example],
+    schema: str | None,
+    on_record: Callable[[Prediction], None] | None,
+    on_windows: Callable[[int, int], None] | None,
+) -> None:
+    def write(prediction: Prediction) -> None:  # one flushed line per record: a kill loses none
+        sink.write(dumps(prediction.example) + "\n")
+        sink.flush()
+        if on_record is not None:
+            on_record(prediction)
+
+    # chunks of a few batches: sorted by length for speed, and written out as they finish
+    for _ in extractor.predict(
+        records,
+        schema=schema,
+        chunk=8 * extractor.batch_size,
+        on_record=write,
+        on_windows=on_windows,
+    ):
+        pass

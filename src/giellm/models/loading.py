@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from giellm.errors import GiellmError
 from giellm.models.bases import BaseSource, load_base, load_base_tokenizer, resolve_base
+from giellm.ranges import bounds, check_ranges
 from giellm.tasks import LabelSchema
 
 META_FILE = "giellm.json"
@@ -31,10 +32,24 @@ class ModelMeta:
     """What generation needs to know about a trained model beyond its weights."""
 
     schemas: dict[str, LabelSchema] = field(default_factory=dict)
-    window_chars: int = 256
-    window_overlap: int = 48
-    max_new_tokens: int = 256
-    label_windows: int = 1  # label-only tasks look at the first windows only, as in training
+    window_chars: int = field(default=256, metadata=bounds(least=1))
+    window_overlap: int = field(default=48, metadata=bounds(least=0))
+    max_new_tokens: int = field(default=256, metadata=bounds(least=1))
+    # label-only tasks look at the first windows only, as in training
+    label_windows: int = field(default=1, metadata=bounds(least=1))
+
+    def __post_init__(self) -> None:
+        """The ranges training checks: a stored file outside them would decode nothing."""
+        for name in ("window_chars", "window_overlap", "max_new_tokens", "label_windows"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise GiellmError(f"{name}: expected a whole number, got {value!r}")
+        check_ranges(self)
+        if self.window_overlap >= self.window_chars:
+            raise GiellmError(
+                f"window_overlap: {self.window_overlap} must be below window_chars "
+                f"({self.window_chars})"
+            )
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -46,8 +61,20 @@ class ModelMeta:
         }
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> ModelMeta:
-        schemas = {task: LabelSchema.of(**s) for task, s in data.get("schemas", {}).items()}
+    def from_json(cls, data: Any) -> ModelMeta:
+        if not isinstance(data, dict):
+            raise GiellmError(f"expected a JSON object, got {type(data).__name__}")
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise GiellmError(f"unknown key {unknown[0]!r}; known: {', '.join(sorted(known))}")
+        stored = data.get("schemas", {})
+        if not isinstance(stored, dict) or not all(isinstance(s, dict) for s in stored.values()):
+            raise GiellmError("schemas: expected an object of task: {labels, ...}")
+        try:
+            schemas = {task: LabelSchema.of(**s) for task, s in stored.items()}
+        except TypeError as err:
+            raise GiellmError(f"schemas: {err}") from None
         rest = {k: v for k, v in data.items() if k != "schemas"}
         return cls(schemas=schemas, **rest)
 
@@ -60,7 +87,10 @@ class ModelMeta:
         path = Path(model_dir) / META_FILE
         if not path.exists():
             return cls()
-        return cls.from_json(json.loads(path.read_text(encoding="utf-8")))
+        try:
+            return cls.from_json(json.loads(path.read_text(encoding="utf-8")))
+        except (ValueError, GiellmError) as err:  # not JSON, not UTF-8, or a bad value
+            raise GiellmError(f"{path}: {err}") from None
 
 
 def merge_schemas(schemas: list[LabelSchema]) -> LabelSchema:

@@ -14,12 +14,21 @@ from typing import Any
 
 from giellm.errors import GiellmError
 from giellm.models.tiny import TinySpec
+from giellm.ranges import bounds, check_ranges
 
 
-def _help(text: str, default: Any = dataclasses.MISSING, **kw: Any) -> Any:
+def _help(
+    text: str,
+    default: Any = dataclasses.MISSING,
+    *,
+    within: dict[str, float] | None = None,
+    **kw: Any,
+) -> Any:
+    """A field with its help text and, for numbers, its range (`within=bounds(...)`)."""
+    metadata = {"help": text} | (within or {})
     if default is dataclasses.MISSING:
-        return field(metadata={"help": text}, **kw)
-    return field(default=default, metadata={"help": text}, **kw)
+        return field(metadata=metadata, **kw)
+    return field(default=default, metadata=metadata, **kw)
 
 
 @dataclass
@@ -28,22 +37,30 @@ class DataSource:
 
     dataset: str = _help("format or shared dataset name (stockmark, livedoor, jsonl, …)")
     task: str = _help("task to train on (NER, TC, SA, RE, EE, PAS)")
-    weight: float = _help("share of the mix, relative to the other pools", 1.0)
+    weight: float = _help(
+        "share of the mix, relative to the other pools", 1.0, within=bounds(above=0)
+    )
     train: str | None = _help("training file; default: the shared dataset's train split", None)
     dev: str | None = _help("dev file for evaluation; default: the shared dev split", None)
     text_label: bool = _help(
         "keep the text-level label; false trains word-level items alone (MRE ablation)", True
     )
 
+    def __post_init__(self) -> None:
+        check_ranges(self)
+
 
 @dataclass
 class LoraSettings:
     """LoRA (peft) settings; `target_modules: null` adapts every linear layer."""
 
-    r: int = _help("adapter rank", 16)
-    alpha: int = _help("scaling numerator (scale = alpha / r)", 32)
-    dropout: float = _help("dropout on the adapter input", 0.05)
+    r: int = _help("adapter rank", 16, within=bounds(least=1))
+    alpha: int = _help("scaling numerator (scale = alpha / r)", 32, within=bounds(above=0))
+    dropout: float = _help("dropout on the adapter input", 0.05, within=bounds(least=0, below=1))
     target_modules: list[str] | None = _help("module names to adapt; null: all linear", None)
+
+    def __post_init__(self) -> None:
+        check_ranges(self)
 
 
 @dataclass
@@ -51,11 +68,16 @@ class PretrainSettings:
     """Plain language-model pretraining on unlabeled text, before fine-tuning (from scratch)."""
 
     datasets: list[str] = _help("shared datasets whose train texts form the corpus")
-    seq_len: int = _help("tokens per packed training sequence", 256)
-    epochs: float = _help("passes over the corpus", 1.0)
-    max_steps: int | None = _help("stop after this many steps (overrides epochs)", None)
-    batch_size: int = _help("sequences per step", 16)
-    lr: float = _help("peak learning rate", 1e-3)
+    seq_len: int = _help("tokens per packed training sequence", 256, within=bounds(least=2))
+    epochs: float = _help("passes over the corpus", 1.0, within=bounds(above=0))
+    max_steps: int | None = _help(
+        "stop after this many steps (overrides epochs)", None, within=bounds(least=1)
+    )
+    batch_size: int = _help("sequences per step", 16, within=bounds(least=1))
+    lr: float = _help("peak learning rate", 1e-3, within=bounds(above=0))
+
+    def __post_init__(self) -> None:
+        check_ranges(self)
 
 
 @dataclass
@@ -75,43 +97,71 @@ class TrainConfig:
         "auto",
     )
     attn_implementation: str | None = _help(
-        "attention kernel of an HF base: eager, sdpa, flash_attention_2 (null: transformers')",
-        None,
+        "attention kernel of an HF base: eager, sdpa, flash_attention_2, or auto (eager on "
+        "CPUs: its matmuls run on the bf16 matrix units, ~4x faster than the CPU flash "
+        "kernel on training rows; transformers' default elsewhere); null: transformers'",
+        "auto",
     )
     gradient_checkpointing: bool = _help(
         "recompute activations in the backward pass: less memory, about 30% more time", False
     )
     tiny: TinySpec = _help("shape of the from-scratch model", default_factory=TinySpec)
-    vocab_size: int = _help("BPE vocabulary of the from-scratch tokenizer", 8000)
+    vocab_size: int = _help(
+        "BPE vocabulary of the from-scratch tokenizer", 8000, within=bounds(least=64)
+    )
     pretrain: PretrainSettings | None = _help("LM pretraining stage (from scratch only)", None)
     lora: LoraSettings | None = _help("LoRA settings; null fine-tunes every weight", None)
-    total: int | None = _help("records in the mix; default: sum of the pool sizes", None)
-    epochs: float = _help("passes over the mix", 1.0)
-    max_steps: int | None = _help("stop after this many steps (overrides epochs)", None)
-    batch_size: int = _help("records per step (per device)", 16)
+    total: int | None = _help(
+        "records in the mix; default: sum of the pool sizes", None, within=bounds(least=1)
+    )
+    epochs: float = _help("passes over the mix", 1.0, within=bounds(above=0))
+    max_steps: int | None = _help(
+        "stop after this many steps (overrides epochs)", None, within=bounds(least=1)
+    )
+    batch_size: int = _help("records per step (per device)", 16, within=bounds(least=1))
     batch_tokens: int | None = _help(
         "most tokens in one batch, padding included: batches of long rows get fewer rows "
         "(bounds memory); null: batch_size rows always",
         None,
+        within=bounds(least=1),
     )
-    grad_accum: int = _help("gradient accumulation steps", 1)
-    lr: float = _help("peak learning rate", 2e-4)
-    warmup_ratio: float = _help("share of steps spent warming the learning rate up", 0.03)
-    weight_decay: float = _help("AdamW weight decay", 0.0)
-    max_len: int = _help("longest training sequence in tokens; longer records are skipped", 512)
-    window_chars: int = _help("input window in characters for long texts", 256)
-    window_overlap: int = _help("overlap between windows in characters", 48)
-    label_windows: int = _help("windows per long text kept for label-only tasks (TC, SA)", 1)
-    max_new_tokens: int = _help("generation budget stored with the model", 256)
-    eval_every: int = _help("evaluate dev loss every N steps (0: only at the end)", 200)
-    eval_records: int = _help("dev records used for the dev loss", 200)
-    save_every: int = _help("checkpoint every N steps (0: only the final model)", 0)
+    grad_accum: int = _help("gradient accumulation steps", 1, within=bounds(least=1))
+    lr: float = _help("peak learning rate", 2e-4, within=bounds(above=0))
+    warmup_ratio: float = _help(
+        "share of steps spent warming the learning rate up", 0.03, within=bounds(least=0, below=1)
+    )
+    weight_decay: float = _help("AdamW weight decay", 0.0, within=bounds(least=0))
+    max_len: int = _help(
+        "longest training sequence in tokens; longer records are skipped",
+        512,
+        within=bounds(least=8),
+    )
+    window_chars: int = _help(
+        "input window in characters for long texts", 256, within=bounds(least=1)
+    )
+    window_overlap: int = _help(
+        "overlap between windows in characters (less than window_chars)", 48, within=bounds(least=0)
+    )
+    label_windows: int = _help(
+        "windows per long text kept for label-only tasks (TC, SA)", 1, within=bounds(least=1)
+    )
+    max_new_tokens: int = _help(
+        "generation budget stored with the model", 256, within=bounds(least=1)
+    )
+    eval_every: int = _help(
+        "evaluate dev loss every N steps (0: only at the end)", 200, within=bounds(least=0)
+    )
+    eval_records: int = _help("dev records used for the dev loss", 200, within=bounds(least=0))
+    save_every: int = _help(
+        "checkpoint every N steps (0: only the final model)", 0, within=bounds(least=0)
+    )
     eval_generate: int = _help(
         "at each checkpoint, extract this many dev records per pool by generation and score "
         "them (F1 / accuracy); the best checkpoint is kept as best/ (0: off)",
         0,
+        within=bounds(least=0),
     )
-    save_total_limit: int = _help("checkpoints kept", 2)
+    save_total_limit: int = _help("checkpoints kept", 2, within=bounds(least=1))
     save_dtype: str = _help("dtype of saved full weights: float32, bfloat16 or float16", "float32")
     mixed_precision: str = _help(
         "accelerate mixed precision: no, fp16, bf16, or auto (bf16 where the device runs it "
@@ -129,10 +179,16 @@ class TrainConfig:
         True,
     )
     seed: int = _help("seed for the model, the mix and the batch order", 0)
-    log_every: int = _help("log the training loss every N steps", 10)
+    log_every: int = _help("log the training loss every N steps", 10, within=bounds(least=1))
     resume: bool = _help("continue a killed run from its newest checkpoint (same config)", False)
 
     def __post_init__(self) -> None:
+        check_ranges(self)
+        if self.window_overlap >= self.window_chars:
+            raise GiellmError(
+                f"window_overlap: {self.window_overlap} must be below window_chars "
+                f"({self.window_chars}): windows would never advance"
+            )
         for name, choices in CHOICES.items():
             value = getattr(self, name)
             if value not in choices:
@@ -145,7 +201,7 @@ CHOICES = {
     "load_dtype": ("auto", "float32", "bfloat16", "float16"),
     "save_dtype": ("float32", "bfloat16", "float16"),
     "mixed_precision": ("auto", "no", "fp16", "bf16"),
-    "attn_implementation": (None, "eager", "sdpa", "flash_attention_2", "flex_attention"),
+    "attn_implementation": ("auto", None, "eager", "sdpa", "flash_attention_2", "flex_attention"),
 }
 
 
@@ -163,7 +219,7 @@ def _build(cls: Any, data: Any, where: str) -> Any:
         values[name] = _coerce(hints[name], value, f"{where}.{name}")
     try:
         return cls(**values)
-    except TypeError as err:
+    except (TypeError, GiellmError) as err:  # a missing key; a value outside its range
         raise GiellmError(f"{where}: {err}") from None
 
 

@@ -172,10 +172,22 @@ def loader(
     )
 
 
+def pool_names(sources: Sequence[DataSource]) -> list[str]:
+    """One name per pool, "dataset:task"; a repeated one gets "#2", "#3" (two jsonl:NER files,
+    or one dataset at two weights, are two pools, never one overwriting the other)."""
+    seen: Counter[str] = Counter()
+    names = []
+    for s in sources:
+        name = f"{s.dataset}:{s.task}"
+        seen[name] += 1
+        names.append(name if seen[name] == 1 else f"{name}#{seen[name]}")
+    return names
+
+
 def read_pools(sources: Sequence[DataSource], split: str) -> dict[str, list[Example]]:
-    """Each pool's records of `split`, by "dataset:task" (dev: only pools that have one)."""
-    chosen = [s for s in sources if split == "train" or has_dev(s)]
-    return {f"{s.dataset}:{s.task}": read_source(s, split) for s in chosen}
+    """Each pool's records of `split`, by `pool_names` (dev: only pools that have one)."""
+    named = zip(pool_names(sources), sources, strict=True)
+    return {n: read_source(s, split) for n, s in named if split == "train" or has_dev(s)}
 
 
 @dataclass(frozen=True)
@@ -192,7 +204,7 @@ def training_sets(
     dev_pools: dict[str, list[Example]],
 ) -> TrainingSets:
     """The mixed, windowed, tokenized train rows of `pools`, and dev-loss rows of `dev_pools`."""
-    weights = {f"{s.dataset}:{s.task}": s.weight for s in config.data}
+    weights = dict(zip(pool_names(config.data), (s.weight for s in config.data), strict=True))
     size, overlap = config.window_chars, config.window_overlap
     mixed = mix(pools, weights, total=config.total, seed=config.seed)
     train = windowed(mixed, size, overlap, config.label_windows)

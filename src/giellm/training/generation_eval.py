@@ -52,7 +52,7 @@ def dev_figures(
                 gold = spread(records, limit)
                 if not gold:
                     continue
-                dataset, task = name.split(":")
+                dataset, task = name.partition("#")[0].split(":")  # "#2": a repeated pool
                 schema = dataset if task in get_format(dataset).schemas else None
                 predicted = [p.example for p in extractor.predict(gold, schema=schema)]
                 figures[name] = float(score(gold, predicted).as_dict()[main_metric(task)] or 0.0)

@@ -178,6 +178,7 @@ class _Loop:
                 "threads": torch.get_num_threads(),
                 "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
                 "allocator": active_allocator(),
+                "attention": getattr(model.config, "_attn_implementation", None),
                 "output_index": None if self.head is None else len(self.head.index),
             }
         )
