@@ -15,6 +15,7 @@ from conftest import run_cli
 from giellm.data.jsonl import write_jsonl
 from giellm.data.registry import load
 from giellm.errors import GiellmError
+from giellm.inference.extractor import Extractor
 from giellm.models.loading import TINY_MODEL_DIR, ModelMeta
 from giellm.tasks import LabelSchema
 
@@ -82,3 +83,77 @@ def test_label_sets_are_lists_of_strings(kwargs: dict[str, object], message: str
     with pytest.raises(GiellmError, match=message):
         LabelSchema.of(**kwargs)  # type: ignore[arg-type]
     assert LabelSchema.of(labels=["a", "b"]).labels == frozenset({"a", "b"})
+
+
+def test_a_partial_never_resumes_over_a_changed_input(
+    data_dir: Path, tmp_path: Path, embedded: Extractor
+) -> None:
+    """Same ids, edited texts: the resumed run kept 512 of 534 old predictions."""
+    from giellm.errors import DataError
+    from giellm.inference.jobs import PredictJob, plan_job, run_job
+
+    records = load("stockmark", "dev", "NER", data_dir)[:6]
+    source, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    write_jsonl(source, records)
+    job = PredictJob(source, out)
+    seen: list[str] = []
+
+    def stop_after_two(prediction: object) -> None:
+        seen.append("x")
+        if len(seen) == 2:
+            raise KeyboardInterrupt  # a kill after two records were written
+
+    with pytest.raises(KeyboardInterrupt):
+        run_job(job, plan_job(job), lambda: embedded, settings={}, on_record=stop_after_two)
+    edited = [r.model_copy(update={"text": r.text + "。"}) for r in records]
+    write_jsonl(source, edited)
+    with pytest.raises(DataError, match="its input file has changed since it was written"):
+        run_job(job, plan_job(job), lambda: embedded, settings={})
+    write_jsonl(source, records)  # the very input again: it resumes
+    result = run_job(job, plan_job(job), lambda: embedded, settings={})
+    assert (result.resumed, result.predicted) == (2, 4)
+
+
+def _train_config(tmp_path: Path, out: Path, base: Path, extra: str = "") -> Path:
+    path = tmp_path / f"{out.name}-{len(list(tmp_path.glob('*.yaml')))}.yaml"
+    path.write_text(
+        f"output_dir: {out}\nbase_model: {base}\ndata: [{{dataset: jrte, task: SA}}]\n"
+        "lora: {r: 4, alpha: 8, dropout: 0.0}\ntotal: 24\nbatch_size: 4\n"
+        f"max_steps: 2\nsave_every: 1\neval_every: 0\n{extra}",
+        encoding="utf-8",
+    )
+    return path
+
+
+def test_one_output_folder_holds_one_run(base_models: dict[str, Path], tmp_path: Path) -> None:
+    """--resume took whichever run's checkpoint was newest, under any settings; two runs into
+    one folder both succeeded; a new run appended to an old run's log."""
+    from giellm.training.rundir import lock
+
+    out = tmp_path / "run"
+    nothing = run_cli("train", "--config", str(_train_config(tmp_path, out, base_models["llama"])),
+                      "--resume")  # fmt: skip
+    assert nothing.returncode == 2 and "no complete checkpoint to resume from" in nothing.stderr
+    assert "Traceback" not in nothing.stderr
+
+    config = _train_config(tmp_path, out, base_models["llama"])
+    first = run_cli("train", "--config", str(config))
+    assert first.returncode == 0, first.stderr
+    again = run_cli("train", "--config", str(config))
+    assert again.returncode == 2 and "holds an earlier run (checkpoint-1" in again.stderr
+
+    other = _train_config(tmp_path, out, base_models["llama"], "lr: 1.0e-3\n")
+    refused = run_cli("train", "--config", str(other), "--resume")
+    assert refused.returncode == 2
+    assert "was trained with lr=0.0002, not 0.001" in refused.stderr
+
+    longer = run_cli("train", "--config", str(config), "--resume", "--max-steps", "3")
+    assert longer.returncode == 0, longer.stderr  # training longer is what resume is for
+    assert (out / "checkpoint-3" / "state" / "settings.json").exists()
+
+    held = lock(out)  # a run in progress
+    try:
+        second = run_cli("train", "--config", str(config), "--resume", "--max-steps", "4")
+    finally:
+        held.close()
+    assert second.returncode == 2 and "another giellm train is writing to it" in second.stderr

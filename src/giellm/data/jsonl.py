@@ -307,6 +307,12 @@ def check_run_settings(partial: Path, settings: dict[str, Any]) -> None:
         before = json.loads(sidecar.read_text(encoding="utf-8"))
         keys = settings.keys() | before.keys()
         changed = sorted(k for k in keys if before.get(k) != settings.get(k))
+        if "input_fingerprint" in changed:
+            raise DataError(
+                "its input file has changed since it was written (size or content); "
+                "delete it to predict the new input from the start",
+                path=partial,
+            )
         if changed:
             name = changed[0]
             raise DataError(
@@ -315,6 +321,18 @@ def check_run_settings(partial: Path, settings: dict[str, Any]) -> None:
                 path=partial,
             )
     sidecar.write_text(json.dumps(settings, ensure_ascii=False, sort_keys=True), encoding="utf-8")
+
+
+def fingerprint(path: Path) -> str:
+    """Size and SHA-256 of a file: a partial run resumes only over the very input it began
+    with (same ids with edited texts would otherwise keep the old predictions)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return f"{path.stat().st_size}:{digest.hexdigest()}"
 
 
 def settings_path(partial: Path) -> Path:

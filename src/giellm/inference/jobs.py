@@ -22,6 +22,7 @@ from giellm.data.jsonl import (
     check_unique_ids,
     check_writable,
     dumps,
+    fingerprint,
     open_locked,
     partial_path,
     read_or_reject,
@@ -133,6 +134,7 @@ def run_job(
     partial = partial_path(job.output)
     settings = {
         "input": str(job.input.resolve()),
+        "input_fingerprint": fingerprint(job.input),
         "from": job.from_format,
         "task": job.task,
         "schema": plan.schema,

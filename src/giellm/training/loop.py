@@ -20,6 +20,7 @@ from giellm.training.config import TrainConfig
 from giellm.training.data import Encoded, length_batches, loader
 from giellm.training.head import VocabularyHead, output_index
 from giellm.training.precision import mixed_precision, on_cpu
+from giellm.training.rundir import save_settings
 
 Log = Callable[[dict[str, Any]], None]
 POSITION_FILE = "position.json"
@@ -304,6 +305,7 @@ class _Loop:
         target = checkpoints.save(self.acc.unwrap_model(self.model), self.step)
         self.acc.save_state(str(target / "state"))
         if self.acc.is_main_process:  # written last: marks the state complete
+            save_settings(self.config, target / "state")
             position = {"step": self.step, "epoch": self.epoch, "batch": index}
             (target / "state" / POSITION_FILE).write_text(json.dumps(position))
             checkpoints.done(target)

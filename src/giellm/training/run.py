@@ -38,6 +38,7 @@ from giellm.training.generation_eval import dev_figures
 from giellm.training.head import decoder_of
 from giellm.training.loop import Checkpoints, Log, Stage, fit, is_main_process, newest_state
 from giellm.training.precision import attention, load_dtype, mixed_precision
+from giellm.training.rundir import check_fresh, check_resumable, lock
 
 BEST_FILE = "dev_figures.json"  # in best/: the step and figures that made it the best
 
@@ -139,22 +140,41 @@ def run(config: TrainConfig, log: Log | None = None) -> Path:
     out = Path(config.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     if not is_main_process():  # other ranks train in step but neither log nor save
-        return _run(config, out, lambda entry: None)
-    log_file = (out / "train_log.jsonl").open("a", encoding="utf-8")
-
-    def write(entry: dict[str, Any]) -> None:
-        log_file.write(json.dumps(entry, ensure_ascii=False) + "\n")
-        log_file.flush()
-        if log is not None:
-            log(entry)
-
+        return _run(config, out, lambda entry: None, _resume_state(config, out))
+    held = lock(out)  # before anything is read or written: one run per folder
     try:
-        return _run(config, out, write)
+        resume_from = _resume_state(config, out)
+        if resume_from is None:
+            check_fresh(out)
+        log_file = (out / "train_log.jsonl").open("a", encoding="utf-8")
+
+        def write(entry: dict[str, Any]) -> None:
+            log_file.write(json.dumps(entry, ensure_ascii=False) + "\n")
+            log_file.flush()
+            if log is not None:
+                log(entry)
+
+        try:
+            return _run(config, out, write, resume_from)
+        finally:
+            log_file.close()
     finally:
-        log_file.close()
+        held.close()
 
 
-def _run(config: TrainConfig, out: Path, log: Log) -> Path:
+def _resume_state(config: TrainConfig, out: Path) -> Path | None:
+    """With --resume, the newest checkpoint's state, saved under the same settings; checked
+    before any model is built."""
+    if not config.resume:
+        return None
+    state = newest_state(out)
+    if state is None:
+        raise GiellmError(f"{out}: no complete checkpoint to resume from (save_every > 0?)")
+    check_resumable(config, state)
+    return state
+
+
+def _run(config: TrainConfig, out: Path, log: Log, resume_from: Path | None) -> Path:
     pools = read_pools(config.data, "train")  # a missing file fails before any model work
     dev_pools = read_pools(config.data, "dev")  # dev loss and, with eval_generate, dev figures
     model, tokenizer, base = prepare_base(config, out, log)
@@ -183,11 +203,6 @@ def _run(config: TrainConfig, out: Path, log: Log) -> Path:
         config.max_new_tokens,
         config.label_windows,
     )
-    resume_from = None
-    if config.resume:
-        resume_from = newest_state(out)
-        if resume_from is None:
-            raise GiellmError(f"{out}: no complete checkpoint to resume from (save_every > 0?)")
     stage = Stage("finetune", config.lr, config.batch_size, config.epochs, config.max_steps)
     model = fit(
         model,
