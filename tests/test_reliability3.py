@@ -157,3 +157,16 @@ def test_one_output_folder_holds_one_run(base_models: dict[str, Path], tmp_path:
     finally:
         held.close()
     assert second.returncode == 2 and "another giellm train is writing to it" in second.stderr
+
+
+def test_an_untested_transformers_is_named_in_one_line() -> None:
+    """The pin said >=5.0,<6 while decoding relies on one minor release's cache internals."""
+    import transformers
+
+    from giellm.models.decoding import check_transformers
+
+    check_transformers(transformers.__version__)  # the installed one is a tested one
+    with pytest.raises(GiellmError, match=r"transformers 5\.30\.1 is installed; .* 5\.24\.x"):
+        check_transformers("5.30.1")
+    with pytest.raises(GiellmError, match=r"transformers 4\.57\.0 is installed"):
+        check_transformers("4.57.0")

@@ -20,10 +20,31 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import torch
-from transformers import DynamicCache
-from transformers.cache_utils import DynamicLayer, DynamicSlidingWindowLayer
+import transformers
+from packaging.version import Version
 
+from giellm.errors import GiellmError
 from giellm.models.sequences import pad_batch
+
+# the transformers releases (major, minor) the test suite has run on: the growing cache below
+# subclasses its cache internals, which change between minor releases
+TESTED_TRANSFORMERS = ((5, 24),)
+
+
+def check_transformers(version: str = transformers.__version__) -> None:
+    """One line naming the installed version where it is not one the tests have proved."""
+    if Version(version).release[:2] not in TESTED_TRANSFORMERS:
+        tested = ", ".join(f"{a}.{b}.x" for a, b in TESTED_TRANSFORMERS)
+        raise GiellmError(
+            f"transformers {version} is installed; giellm's decoding is tested with {tested} "
+            f"only (pip install 'transformers>=5.24,<5.25')"
+        )
+
+
+check_transformers()
+
+from transformers import DynamicCache  # noqa: E402  (after the version check)
+from transformers.cache_utils import DynamicLayer, DynamicSlidingWindowLayer  # noqa: E402
 
 _CANDIDATES = 32  # top tokens a guided row tries before its guide walks the whole vocabulary
 _PREFILL_ROWS = 8  # prompts prefilled together: fewer pad positions than one wide prefill
