@@ -170,3 +170,23 @@ def test_an_untested_transformers_is_named_in_one_line() -> None:
         check_transformers("5.30.1")
     with pytest.raises(GiellmError, match=r"transformers 4\.57\.0 is installed"):
         check_transformers("4.57.0")
+
+
+def test_python_entry_points_name_the_wrong_parameter(embedded: Extractor) -> None:
+    import torch
+
+    with pytest.raises(GiellmError, match="schema: expected a dataset name or a LabelSchema"):
+        embedded.extract("東京に行った。", task="NER", schema=5)  # type: ignore[arg-type]
+    with pytest.raises(GiellmError, match=r"prompts: expected a list of strings"):
+        embedded.complete("東京")  # one completion per character before
+    with pytest.raises(GiellmError, match="max_tokens must be a whole number of at least 1"):
+        embedded.complete(["東京"], max_tokens=0)
+    with pytest.raises(GiellmError, match="batch_size must be a whole number"):
+        Extractor("tiny", batch_size="8")  # type: ignore[arg-type]
+    with pytest.raises(GiellmError, match="device: 'gpu' is not a device"):
+        Extractor("tiny", device="gpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(GiellmError, match="device: 'cuda' asked for, but torch sees no CUDA"):
+            Extractor("tiny", device="cuda")  # an AssertionError from inside torch before
+    (one,) = embedded.complete(["東京"], max_tokens=2)  # one prompt in a list: one completion
+    assert one.completion_tokens <= 2

@@ -21,6 +21,7 @@ from giellm.errors import GiellmError
 from giellm.inference.backends import Backend, Layout, Rows, open_backend
 from giellm.layout.format import decode
 from giellm.layout.windows import merge, task_window_bounds
+from giellm.models.loading import check_device
 from giellm.models.sequences import prompt_ids
 from giellm.models.tokenizer import token_bytes
 from giellm.schema import Example
@@ -68,10 +69,11 @@ class Stats:
 
 def check_settings(batch_size: int, max_new_tokens: int | None) -> None:
     """Refuse settings that would loop forever or silently mean something else."""
-    if batch_size < 1:
-        raise GiellmError(f"batch_size must be at least 1, not {batch_size}")
-    if max_new_tokens is not None and max_new_tokens < 1:
-        raise GiellmError(f"max_new_tokens must be at least 1, not {max_new_tokens}")
+    for name, value in (("batch_size", batch_size), ("max_new_tokens", max_new_tokens)):
+        if value is None and name == "max_new_tokens":
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise GiellmError(f"{name} must be a whole number of at least 1, not {value!r}")
 
 
 class Extractor:
@@ -95,6 +97,8 @@ class Extractor:
         """`backend`: where generation runs (default: transformers, loading `model` on
         `device`); see `giellm.inference.backends`."""
         check_settings(batch_size, max_new_tokens)  # before the slow part
+        if backend is None:
+            check_device(device)
         self.backend = backend or open_backend(model, device=device, dtype=dtype)
         self.tokenizer, self.meta = self.backend.tokenizer, self.backend.meta
         self._configure(self.backend.device, constrained, batch_size, max_new_tokens)
@@ -160,6 +164,10 @@ class Extractor:
         """The label sets to constrain `task` to: given, a dataset's by name, or the model's."""
         if isinstance(schema, LabelSchema):
             return schema
+        if schema is not None and not isinstance(schema, str):
+            raise GiellmError(
+                f"schema: expected a dataset name or a LabelSchema, got {type(schema).__name__}"
+            )
         name = get_task(task).name
         if isinstance(schema, str):
             fmt = get_format(schema)
@@ -208,6 +216,12 @@ class Extractor:
 
         A prompt longer than the model's window keeps its end (the part next to the answer).
         """
+        if isinstance(prompts, str) or not all(isinstance(p, str) for p in prompts):
+            raise GiellmError("prompts: expected a list of strings (one prompt: [prompt])")
+        if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
+            raise GiellmError(
+                f"max_tokens must be a whole number of at least 1, not {max_tokens!r}"
+            )
         tok = self.tokenizer
         limit = self.position_limit()
         keep = None if limit is None else max(1, limit - max_tokens)

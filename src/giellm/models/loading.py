@@ -204,6 +204,25 @@ def has_tokenizer(path: Path) -> bool:
 DTYPES = ("auto", "float32", "bfloat16")
 
 
+def check_device(device: Any) -> None:
+    """A device torch can use here, or one line naming it (`cuda` on a machine without CUDA
+    was an AssertionError from inside torch)."""
+    import torch
+
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise GiellmError(f"device: {device!r} is not a device (cpu, cuda, cuda:N)") from None
+    if parsed.type == "cuda":
+        if not torch.cuda.is_available():
+            raise GiellmError(f"device: {device!r} asked for, but torch sees no CUDA device here")
+        if parsed.index is not None and parsed.index >= torch.cuda.device_count():
+            count = torch.cuda.device_count()
+            raise GiellmError(f"device: {device!r}, but this machine has {count} CUDA devices")
+    elif parsed.type != "cpu":
+        raise GiellmError(f"device: {device!r}: giellm runs on cpu or cuda")
+
+
 def load_model(
     model: str | Path | None = None, *, device: str = "cpu", dtype: str = "auto"
 ) -> tuple[Any, Any, ModelMeta]:
@@ -216,6 +235,7 @@ def load_model(
     """
     import torch
 
+    check_device(device)
     if dtype not in DTYPES:
         raise GiellmError(f"dtype {dtype!r}: use one of {', '.join(DTYPES)}")
     resolved = resolve_model(model)
