@@ -190,3 +190,27 @@ def test_python_entry_points_name_the_wrong_parameter(embedded: Extractor) -> No
             Extractor("tiny", device="cuda")  # an AssertionError from inside torch before
     (one,) = embedded.complete(["東京"], max_tokens=2)  # one prompt in a list: one completion
     assert one.completion_tokens <= 2
+
+
+def test_a_full_disk_is_one_line_and_loses_nothing(data_dir: Path, tmp_path: Path) -> None:
+    """/dev/full fails every write with ENOSPC, as a full disk does."""
+    source = tmp_path / "in.jsonl"
+    write_jsonl(source, load("jrte", "dev", "SA", data_dir)[:3])
+    tsv = data_dir / "jrte_pn" / "dev.tsv"
+    for args in (
+        ["convert", str(tsv), "--from", "jrte", "--task", "SA", "-o", "/dev/full"],
+        ["predict", str(source), "-o", "/dev/full", "--model", "tiny"],
+    ):
+        result = run_cli(*args)
+        assert result.returncode == 2, result.stderr
+        assert "error: No space left on device" in result.stderr
+        assert "Traceback" not in result.stderr
+
+
+def test_report_checks_its_folder_before_any_system_runs(tmp_path: Path) -> None:
+    taken = tmp_path / "report.md"
+    taken.write_text("mine", encoding="utf-8")
+    result = run_cli("report", "-o", str(taken), "--systems", "giellm", "--model", "tiny")
+    assert result.returncode == 2 and "exists and is not a folder" in result.stderr
+    assert taken.read_text(encoding="utf-8") == "mine"
+    assert "stockmark NER" not in result.stderr and "wrote" not in result.stderr  # none ran

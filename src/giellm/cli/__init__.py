@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import sys
 import warnings
 from typing import Annotated
@@ -71,3 +72,17 @@ def main() -> None:
     except KeyboardInterrupt:
         err_console.print("interrupted")
         sys.exit(130)
+    except OSError as err:
+        if err.errno not in FULL:
+            raise
+        where = f" ({err.filename})" if err.filename else ""
+        print(
+            f"error: {err.strerror}{where}: no output was left half-written (a predict run "
+            "keeps what it finished in OUT.partial and resumes when run again)",
+            file=sys.stderr,
+        )
+        sys.exit(2)
+
+
+# a full disk, a quota, a file-size limit: the machine's state, not a bug to show a traceback for
+FULL = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})

@@ -283,9 +283,10 @@ def report(
     """Run systems on shared dev splits; write a Markdown report with tables, plots and JSON."""
     import contextlib
 
-    from giellm.evaluation.report import write_report
+    from giellm.evaluation.report import check_report_folder, write_report
     from giellm.evaluation.systems import FewShotOptions, choose_systems, ours_name, run_cases
 
+    check_report_folder(output)  # before any system runs
     chosen = [s.strip().lower() for s in systems.split(",") if s.strip()]
     others = []
     for entry in also or []:

@@ -4,6 +4,7 @@ Markdown report with tables, PNG plots and the JSON behind them."""
 from __future__ import annotations
 
 import json
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -121,6 +122,19 @@ def plot_throughput(rows: Sequence[dict[str, Any]], path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def check_report_folder(out_dir: Path) -> None:
+    """Fail before any system runs when the report could not be written at the end (a file
+    where the folder should be, no permission, a read-only mount)."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise GiellmError(f"{out_dir}: exists and is not a folder (report -o takes a folder)")
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out_dir):
+            pass
+    except OSError as err:
+        raise GiellmError(f"{out_dir}: cannot write the report here ({err.strerror})") from None
 
 
 def write_report(

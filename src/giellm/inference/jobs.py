@@ -9,6 +9,7 @@ beside it), resume a killed run where it stopped, and rename to `OUT` only when 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections.abc import Callable
@@ -151,7 +152,8 @@ def run_job(
         _predict_into(sink, extractor, plan.records[done:], plan.schema, on_record, on_windows)
         os.fsync(sink.fileno())
     except BaseException:
-        sink.close()
+        with contextlib.suppress(OSError):  # a full disk fails the close too: keep the first
+            sink.close()
         if not partial.stat().st_size:  # nothing predicted: leave no trace
             partial.unlink(missing_ok=True)
             settings_path(partial).unlink(missing_ok=True)
