@@ -1,19 +1,18 @@
 """Training throughput of `giellm train`: the old path against the new one, in the same run.
 
 The old path is what training did before: float32 base, no autocast, logits over the whole
-vocabulary, the CPU flash attention kernel (sdpa), the system's malloc. The new one: jemalloc where
-installed, the frozen base stored in bfloat16 (where the CPU has bf16 matrix units), bf16 autocast,
-the loss over the training vocabulary, compiled decoder layers, eager attention (its matmuls on the
-matrix units); a speed row of the new one on the system's malloc; and the new one with the whole
-vocabulary, whose stockmark dev F1 after the same steps (same seed) says what restricting the loss
-to the training vocabulary costs in accuracy. All train LoRA (r=32, every linear layer, same seed,
-same batches) through the real command, each in its own process; figures come from the trainer's
-log. Speed rows run at the recipe's batch (64 rows, at most 4096 tokens) on stockmark and on the
-full mix; the loss curves run `--steps` steps at a small batch so that the old path's 200 steps
-stay affordable. Records/s and target tokens/s are measured after the first steps (compilation,
-allocator warm-up); peak RSS is the process's. On a shared virtual machine the hypervisor's steal
-time (in /proc/stat) is recorded with each row: figures measured under heavy steal are slower for
-every path alike.
+vocabulary, the system's malloc. The new one: jemalloc where installed, the frozen base stored in
+bfloat16 (where the CPU has bf16 matrix units), bf16 autocast, the loss over the training
+vocabulary, compiled decoder layers; a speed row of the new one on the system's malloc; and the
+new one with the whole vocabulary, whose stockmark dev F1 after the same steps (same seed) says
+what restricting the loss to the training vocabulary costs in accuracy. All train LoRA (r=32,
+every linear layer, same seed, same batches) through the real command, each in its own process;
+figures come from the trainer's log. Speed rows run at the recipe's batch (64 rows, at most 4096
+tokens) on stockmark and on the full mix; the loss curves run `--steps` steps at a small batch so
+that the old path's 200 steps stay affordable. Records/s and target tokens/s are measured after
+the first steps (compilation, allocator warm-up); peak RSS is the process's. On a shared virtual
+machine the hypervisor's steal time (in /proc/stat) is recorded with each row: figures measured
+under heavy steal are slower for every path alike.
 
 Writes results/train_speed.json and, with the loss curves of both paths over the same steps of
 stockmark NER, results/train_speed.png.
@@ -37,10 +36,7 @@ from giellm.training.run import iter_log
 
 GIELLM = str(Path(sys.executable).parent / "giellm")
 PATHS = {
-    "old": (
-        "--load-dtype float32 --mixed-precision no --train-vocab false --compile false "
-        "--attn-implementation sdpa"
-    ).split(),
+    "old": "--load-dtype float32 --mixed-precision no --train-vocab false --compile false".split(),
     "new": "--compile true".split(),  # load_dtype, mixed_precision, train_vocab: auto / on
     "new-whole-vocab": "--compile true --train-vocab false".split(),
 }

@@ -39,13 +39,3 @@ def mixed_precision(config: TrainConfig) -> str:
     if config.mixed_precision != "auto":
         return config.mixed_precision
     return "bf16" if bf16_native(training_device()) else "no"
-
-
-def attention(config: TrainConfig) -> str | None:
-    """`attn_implementation` with auto resolved. On CPUs the eager kernel's two matmuls run on
-    the bf16 matrix units; the CPU flash kernel (sdpa) took a fifth of a Gemma 270M LoRA step
-    in a profile (64 rows x 64 tokens) and eager made the step 27% shorter. Elsewhere (GPUs)
-    transformers' default (sdpa) is kept."""
-    if config.attn_implementation != "auto":
-        return config.attn_implementation
-    return "eager" if on_cpu() else None

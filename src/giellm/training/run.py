@@ -37,7 +37,7 @@ from giellm.training.data import (
 from giellm.training.generation_eval import dev_figures
 from giellm.training.head import decoder_of
 from giellm.training.loop import Checkpoints, Log, Stage, fit, is_main_process, newest_state
-from giellm.training.precision import attention, load_dtype, mixed_precision
+from giellm.training.precision import load_dtype, mixed_precision
 from giellm.training.rundir import check_fresh, check_resumable, lock
 
 BEST_FILE = "dev_figures.json"  # in best/: the step and figures that made it the best
@@ -72,8 +72,8 @@ def prepare_base(config: TrainConfig, out: Path, log: Log) -> tuple[Any, Any, Pa
     if config.base_model is not None:
         source = resolve_base(config.base_model)
         options = {}
-        if (kernel := attention(config)) is not None:
-            options["attn_implementation"] = kernel
+        if config.attn_implementation is not None:
+            options["attn_implementation"] = config.attn_implementation
         model = load_base(source, dtype=getattr(torch, load_dtype(config)), **options)
         return model, with_pad_token(load_base_tokenizer(source)), Path(source.name)
     base = out / "base"
