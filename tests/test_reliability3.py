@@ -214,3 +214,79 @@ def test_report_checks_its_folder_before_any_system_runs(tmp_path: Path) -> None
     assert result.returncode == 2 and "exists and is not a folder" in result.stderr
     assert taken.read_text(encoding="utf-8") == "mine"
     assert "stockmark NER" not in result.stderr and "wrote" not in result.stderr  # none ran
+
+
+# --- the server -------------------------------------------------------------------------------
+
+
+def _raw(url: str, request: bytes, wait: float = 10.0) -> bytes:
+    """Send raw bytes; what the server answers before closing or `wait` seconds pass."""
+    import socket
+
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=wait) as sock:
+        sock.sendall(request)
+        answer = b""
+        try:
+            while chunk := sock.recv(65536):
+                answer += chunk
+                if b"\r\n\r\n" in answer and b"}" in answer:
+                    break
+        except TimeoutError:
+            pass
+    return answer
+
+
+def test_the_server_refuses_what_it_accepted_before(embedded: Extractor) -> None:
+    import httpx
+
+    from giellm.service.app import create_app
+    from giellm.service.server import background_server
+
+    with pytest.raises(GiellmError, match="max_wait_ms must be within 0 and 10000"):
+        create_app(embedded, max_wait_ms=float("inf"))  # a lone request would wait for ever
+    app = create_app(embedded, max_body_bytes=1000, body_seconds=1.0)
+    with background_server(app) as url:
+        assert httpx.head(f"{url}/health", timeout=10).status_code == 200  # was 405
+        assert httpx.get(f"{url}/docs", timeout=10).status_code == 404  # a blank CDN page
+        assert httpx.get(f"{url}/openapi.json", timeout=10).status_code == 200
+        plain = httpx.post(f"{url}/extract", content=b'{"texts": "a", "task": "NER"}',
+                           headers={"content-type": "text/plain"}, timeout=10)  # fmt: skip
+        assert plain.status_code == 415 and "Content-Type: application/json" in plain.text
+        head = b"POST /extract HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        declared = _raw(url, head + b"Content-Length: 999999999\r\n\r\n")  # no body sent
+        assert declared.startswith(b"HTTP/1.1 413") and b"over 1000 bytes" in declared
+        slow = _raw(url, head + b"Content-Length: 40\r\n\r\n{", wait=20)  # 39 bytes never come
+        assert slow.startswith(b"HTTP/1.1 408") and b"did not arrive within 1 s" in slow
+        good = httpx.post(f"{url}/extract", json={"texts": "東京", "task": "NER"}, timeout=60)
+        assert good.status_code == 200
+
+
+def test_serve_refuses_an_unbounded_wait() -> None:
+    result = run_cli("serve", "--model", "tiny", "--max-wait-ms", "inf")
+    assert result.returncode == 2 and "--max-wait-ms" in result.stderr
+
+
+def test_connections_that_never_send_a_request_are_closed(embedded: Extractor) -> None:
+    """A fresh connection sending nothing, or headers that never end, was held for ever."""
+    import socket
+    import time
+
+    import httpx
+
+    from giellm.service.app import create_app
+    from giellm.service.server import background_server
+
+    with background_server(create_app(embedded), header_seconds=1.0) as url:
+        host, port = url.removeprefix("http://").split(":")
+        for sent in (b"", b"POST /extract HTTP/1.1\r\nHost: x\r\n"):
+            with socket.create_connection((host, int(port)), timeout=15) as sock:
+                sock.sendall(sent)
+                started = time.monotonic()
+                assert sock.recv(100) == b""  # closed by the server, not by the 15 s timeout
+                assert time.monotonic() - started < 10
+        with httpx.Client(timeout=60) as client:  # a keep-alive client is still served
+            for _ in range(2):
+                assert client.post(
+                    url + "/extract", json={"texts": "東京", "task": "NER"}
+                ).is_success

@@ -327,7 +327,8 @@ def serve(
         int, typer.Option(min=1, max=65536, help="most inputs generated in one batch")
     ] = 64,
     max_wait_ms: Annotated[
-        float, typer.Option(help="how long a request waits for others to batch with")
+        float,
+        typer.Option(min=0, max=10_000, help="how long a request waits for others to batch with"),
     ] = 10.0,
     max_request_inputs: Annotated[
         int,

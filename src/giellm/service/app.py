@@ -36,6 +36,8 @@ from giellm.service.bodies import (
     render_chat,
 )
 
+MAX_WAIT_MS = 10_000.0  # the longest a request may wait for others to batch with
+
 
 def create_app(
     extractor: Extractor,
@@ -46,12 +48,15 @@ def create_app(
     max_body_bytes: int = 2_000_000,
     max_request_inputs: int = 1024,
     max_queued_inputs: int = 8192,
+    body_seconds: float = 30.0,
 ) -> FastAPI:
     """The FastAPI app serving `extractor` (run it with uvicorn, or `giellm serve`).
 
     An input is one window of text (`/extract`) or one prompt; a request over
     `max_request_inputs` gets 413, one that would queue more than `max_queued_inputs` 503.
     """
+    if not 0 <= max_wait_ms <= MAX_WAIT_MS:  # also refuses nan and inf: a lone request
+        raise GiellmError(f"max_wait_ms must be within 0 and {MAX_WAIT_MS}, not {max_wait_ms}")
     batcher = Batcher(
         _runner(extractor),
         max_batch=max_batch,
@@ -66,14 +71,21 @@ def create_app(
         yield
         await batcher.stop()
 
-    app = FastAPI(title="giellm", version=_version(), lifespan=lifespan)
+    # no /docs page: its assets come from a CDN, blank offline; the schema is /openapi.json
+    app = FastAPI(
+        title="giellm", version=_version(), lifespan=lifespan, docs_url=None, redoc_url=None
+    )
     app.state.batcher = batcher
-    app.add_middleware(BodyLimit, limit=max_body_bytes)
+    app.add_middleware(BodyLimit, limit=max_body_bytes, seconds=body_seconds)
     _add_error_handlers(app)
 
     @app.get("/health")
     async def health() -> dict[str, Any]:
         return {"status": "ok", "model": model_name, "batching": vars(batcher.stats)}
+
+    @app.head("/health", include_in_schema=False)  # load balancers probe with HEAD
+    async def health_head() -> Response:
+        return Response(status_code=200)
 
     _add_extract_route(app, extractor, batcher)
     _add_openai_routes(app, extractor, batcher, model_name)
@@ -98,6 +110,10 @@ def _runner(extractor: Extractor) -> Any:
 def _add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        kind = request.headers.get("content-type", "")
+        if request.method == "POST" and "json" not in kind.lower():  # not a pydantic puzzle
+            wrong = f"send the body as JSON with Content-Type: application/json (got {kind!r})"
+            return JSONResponse({"detail": wrong}, status_code=415)
         # pydantic's errors echo the input, which may not even encode (a lone surrogate):
         # answer with where and why only
         detail = [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in exc.errors()]

@@ -22,25 +22,42 @@ MAX_CHARS = 100_000  # per text: longer ones would hold the model for minutes
 
 
 class BodyLimit:
-    """ASGI middleware: a request body over `limit` bytes gets 413, counted on the bytes as
-    they arrive (`Content-Length` may be absent, as with chunked transfer, or wrong)."""
+    """ASGI middleware: a request body over `limit` bytes gets 413, refused from its declared
+    `Content-Length` before any byte is read, and counted on the bytes as they arrive (the
+    header may be absent, as with chunked transfer, or wrong); a body that takes longer than
+    `seconds` to arrive gets 408 (a slow client holds no connection for ever)."""
 
-    def __init__(self, app: Any, limit: int) -> None:
-        self.app, self.limit = app, limit
+    def __init__(self, app: Any, limit: int, seconds: float = 30.0) -> None:
+        self.app, self.limit, self.seconds = app, limit, seconds
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        import asyncio
+
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        too_big = JSONResponse(
+            {"detail": f"request body is over {self.limit} bytes, the limit"}, status_code=413
+        )
+        declared = dict(scope.get("headers") or []).get(b"content-length", b"")
+        if declared.strip().isdigit() and int(declared) > self.limit:
+            await too_big(scope, receive, send)
+            return
         body, more = bytearray(), True
+        deadline = asyncio.get_running_loop().time() + self.seconds
         while more:
-            message = await receive()
+            left = deadline - asyncio.get_running_loop().time()
+            try:
+                message = await asyncio.wait_for(receive(), timeout=max(left, 0.001))
+            except TimeoutError:
+                slow = {"detail": f"the request body did not arrive within {self.seconds:g} s"}
+                await JSONResponse(slow, status_code=408)(scope, receive, send)
+                return
             if message["type"] != "http.request":  # the client went away
                 return
             body += message.get("body", b"")
             if len(body) > self.limit:
-                detail = f"request body is over {self.limit} bytes, the limit"
-                await JSONResponse({"detail": detail}, status_code=413)(scope, receive, send)
+                await too_big(scope, receive, send)
                 return
             more = message.get("more_body", False)
         replayed = False

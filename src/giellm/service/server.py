@@ -13,8 +13,70 @@ from fastapi import FastAPI
 from giellm.errors import GiellmError
 from giellm.service.batching import Batcher
 
+MAX_CONNECTIONS = 1024
+HEADER_SECONDS = 10.0  # a connection's next request must have sent its headers by then
 
-def run_server(app: FastAPI, *, host: str, port: int, grace_seconds: int = 60) -> None:
+
+def bounded_h11(header_seconds: float) -> type[Any]:
+    """uvicorn's h11 protocol with a deadline for each request's headers.
+
+    uvicorn closes a keep-alive connection that idles between requests, but never a fresh one
+    that sends nothing, nor one whose headers never end: each held a slot for ever. Here a
+    connection still waiting for a request's headers `header_seconds` after it opened (or after
+    its last answer) is closed; a slow body is `BodyLimit`'s (408)."""
+    import h11
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    class BoundedH11(H11Protocol):
+        _deadline: Any = None
+
+        def connection_made(self, transport: Any) -> None:
+            super().connection_made(transport)
+            self._arm()
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            self._arm()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            if self._deadline is not None:
+                self._deadline.cancel()
+            super().connection_lost(exc)
+
+        def _arm(self) -> None:
+            if self._deadline is not None:
+                self._deadline.cancel()
+            self._deadline = self.loop.call_later(header_seconds, self._overdue)
+
+        def _overdue(self) -> None:
+            if self.conn.their_state is h11.IDLE and not self.transport.is_closing():
+                self.timeout_keep_alive_handler()  # closes it, as an idle keep-alive
+
+    return BoundedH11
+
+
+def _config(app: FastAPI, host: str, port: int, header_seconds: float, **more: Any) -> Any:
+    import uvicorn
+
+    return uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        http=bounded_h11(header_seconds),
+        timeout_keep_alive=5,  # an idle keep-alive connection is closed after 5 s
+        limit_concurrency=MAX_CONNECTIONS,  # more open at once get 503, not a slow death
+        **more,
+    )
+
+
+def run_server(
+    app: FastAPI,
+    *,
+    host: str,
+    port: int,
+    grace_seconds: int = 60,
+    header_seconds: float = HEADER_SECONDS,
+) -> None:
     """Serve until SIGINT/SIGTERM, answer every accepted request within `grace_seconds`
     (finished, or 503 before its work starts), then return normally."""
     import uvicorn
@@ -32,12 +94,14 @@ def run_server(app: FastAPI, *, host: str, port: int, grace_seconds: int = 60) -
             # KeyboardInterrupt traceback or a kill; the shutdown already was graceful
             self._captured_signals.clear()
 
-    config = uvicorn.Config(app, host=host, port=port, timeout_graceful_shutdown=grace_seconds)
+    config = _config(app, host, port, header_seconds, timeout_graceful_shutdown=grace_seconds)
     _Server(config).run()
 
 
 @contextmanager
-def background_server(app: FastAPI, *, host: str = "127.0.0.1") -> Iterator[str]:
+def background_server(
+    app: FastAPI, *, host: str = "127.0.0.1", header_seconds: float = HEADER_SECONDS
+) -> Iterator[str]:
     """Run `app` with uvicorn on a free loopback port in a thread; yields its base URL."""
     import socket
     import threading
@@ -47,7 +111,7 @@ def background_server(app: FastAPI, *, host: str = "127.0.0.1") -> Iterator[str]
     with socket.socket() as probe:
         probe.bind((host, 0))
         port = probe.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning"))
+    server = uvicorn.Server(_config(app, host, port, header_seconds, log_level="warning"))
     thread = threading.Thread(target=server.run, name="giellm-serve", daemon=True)
     thread.start()
     deadline = time.monotonic() + 60
