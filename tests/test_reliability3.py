@@ -290,3 +290,76 @@ def test_connections_that_never_send_a_request_are_closed(embedded: Extractor) -
                 assert client.post(
                     url + "/extract", json={"texts": "東京", "task": "NER"}
                 ).is_success
+
+
+# --- input edge cases ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ('{"id": "a", "task": "TC", "text": "東京", "label": "\\ud800"}', "label has an unpaired"),
+        (
+            '{"id": "a", "task": "NER", "text": "東京", "entities": '
+            '[{"start": 0, "end": 2, "type": "L\\udc00", "text": "東京"}]}',
+            "entities.0.type",  # pydantic refuses it in nested records itself
+        ),
+        (
+            '{"id": "a", "task": "NER", "text": "東京", "entities": '
+            '[{"start": true, "end": 2, "type": "LOC", "text": "東京"}]}',
+            "field 'entities.0.start': Input should be a valid integer",
+        ),
+        (
+            '{"id": "a", "task": "NER", "text": "東京", "entities": '
+            '[{"start": "0", "end": 2, "type": "LOC", "text": "東京"}]}',
+            "field 'entities.0.start': Input should be a valid integer",
+        ),
+    ],
+)
+def test_records_are_valid_unicode_everywhere_and_offsets_are_integers(
+    tmp_path: Path, line: str, message: str
+) -> None:
+    from giellm.data.jsonl import read_jsonl
+    from giellm.errors import DataError
+
+    path = tmp_path / "in.jsonl"
+    path.write_text(line + "\n", encoding="utf-8")
+    with pytest.raises(DataError, match=message):
+        list(read_jsonl(path))
+
+
+def test_skip_rejects_a_line_that_is_not_utf8_and_keeps_the_rest(tmp_path: Path) -> None:
+    from giellm.data.jsonl import read_or_reject
+
+    path = tmp_path / "in.jsonl"
+    good = '{"id": "a", "task": "NER", "text": "東京"}\n'
+    path.write_bytes(good.encode() + b"\xff\xfe broken\n" + good.replace('"a"', '"b"').encode())
+    records, rejects = read_or_reject(path)
+    assert [r.id for r in records] == ["a", "b"]
+    assert [(r.line, r.raw) for r in rejects] == [(2, "\\xff\\xfe broken")]
+    assert "not UTF-8 text" in rejects[0].error
+
+
+def test_a_byte_order_mark_is_accepted_by_every_reader(data_dir: Path, tmp_path: Path) -> None:
+    source = data_dir / "stockmark_ner_wikipedia" / "dev.json"
+    marked = tmp_path / "dev.json"
+    marked.write_bytes(b"\xef\xbb\xbf" + source.read_bytes())
+    out = tmp_path / "out.jsonl"
+    result = run_cli("convert", str(marked), "--from", "stockmark", "--task", "NER", "-o", str(out))
+    assert result.returncode == 0, result.stderr
+    assert len(out.read_text(encoding="utf-8").splitlines()) == len(
+        load("stockmark", "dev", "NER", data_dir)
+    )
+
+
+def test_convert_refuses_records_with_one_id(tmp_path: Path) -> None:
+    source, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    source.write_text(
+        '{"id": "a", "task": "NER", "text": "東京"}\n{"id": "a", "task": "NER", "text": "大阪"}\n',
+        encoding="utf-8",
+    )
+    result = run_cli("convert", str(source), "--from", "jsonl", "--task", "NER", "-o", str(out))
+    assert (
+        result.returncode == 2 and "two records have the id 'a' (records 1 and 2)" in result.stderr
+    )
+    assert not out.exists()

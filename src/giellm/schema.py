@@ -9,7 +9,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictInt,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 __all__ = [
     "Argument",
@@ -24,11 +32,11 @@ __all__ = [
 ]
 
 
-def unpaired_surrogate(text: str) -> str | None:
+def unpaired_surrogate(text: str, name: str = "text") -> str | None:
     """Why `text` is not valid Unicode (a lone UTF-16 surrogate, e.g. from JSON "\\ud800")."""
     for i, char in enumerate(text):
         if "\ud800" <= char <= "\udfff":
-            return f"text has an unpaired surrogate U+{ord(char):04X} at character {i}"
+            return f"{name} has an unpaired surrogate U+{ord(char):04X} at character {i}"
     return None
 
 
@@ -40,8 +48,8 @@ class Span(_Record):
     """A piece of the text: its surface string and where it stands."""
 
     text: str = Field(min_length=1)
-    start: int = Field(ge=0)
-    end: int = Field(ge=1)
+    start: StrictInt = Field(ge=0)  # strict: true and "3" are not offsets
+    end: StrictInt = Field(ge=1)
 
     @model_validator(mode="after")
     def _ordered(self) -> Span:
@@ -125,6 +133,23 @@ class Example(_Record):
     @classmethod
     def _sort_events(cls, value: tuple[Event, ...]) -> tuple[Event, ...]:
         return tuple(sorted(value, key=lambda e: (*_span_key(e.trigger), e.type or "")))
+
+    @model_validator(mode="after")
+    def _valid_unicode(self) -> Example:
+        """Every string, not only the text: a lone surrogate in a label or a type passed
+        validation and then crashed the writer."""
+        names = [("id", self.id), ("task", self.task), ("label", self.label)]
+        names += [(f"entities.{i}.type", e.type) for i, e in enumerate(self.entities)]
+        names += [(f"relations.{i}.type", r.type) for i, r in enumerate(self.relations)]
+        for i, ev in enumerate(self.events):
+            names.append((f"events.{i}.type", ev.type))
+            names += [
+                (f"events.{i}.arguments.{j}.role", a.role) for j, a in enumerate(ev.arguments)
+            ]
+        for name, value in names:
+            if value is not None and (bad := unpaired_surrogate(value, name)):
+                raise ValueError(bad)
+        return self
 
     @model_validator(mode="after")
     def _offsets_match_text(self) -> Example:

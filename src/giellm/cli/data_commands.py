@@ -28,7 +28,7 @@ def convert(
     output: Annotated[Path, typer.Option("--output", "-o", help="unified JSONL file to write")],
 ) -> None:
     """Convert a dataset file into giellm's unified JSONL records."""
-    from giellm.data.jsonl import check_outputs, write_jsonl
+    from giellm.data.jsonl import check_outputs, unique_ids, write_jsonl
     from giellm.data.registry import get_format
 
     check_outputs([input], [output])
@@ -37,7 +37,7 @@ def convert(
     started = time.perf_counter()
     with record_progress() as bar:
         records = bar.track(fmt.read(input, task, notes), description=f"converting {input.name}")
-        count = write_jsonl(output, records)
+        count = write_jsonl(output, unique_ids(records, input))
     seconds = time.perf_counter() - started
     err_console.print(f"wrote {count} {task.upper()} records to {output} in {seconds:.2f} s")
     for note, n in sorted(notes.items()):

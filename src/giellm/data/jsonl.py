@@ -25,7 +25,8 @@ def _open(path: str | Path, mode: str) -> IO[Any]:
     if path.is_dir():
         raise DataError("is a directory, not a file", path=path)
     try:
-        return path.open(mode, encoding=None if "b" in mode else "utf-8")
+        # utf-8-sig: a byte-order mark (Windows editors write one) is not text, in any format
+        return path.open(mode, encoding=None if "b" in mode else "utf-8-sig")
     except OSError as err:
         raise DataError(f"cannot read ({err.strerror})", path=path) from None
 
@@ -99,12 +100,20 @@ def parse_line(raw: str, *, path: str | Path, line: int) -> Example:
 
 def lines(path: str | Path) -> Iterator[tuple[int, str]]:
     """Numbered lines of a UTF-8 file; bytes that are not UTF-8 give an error naming the line."""
+    for number, raw in raw_lines(path):
+        yield number, decode_line(raw, number, path)
+
+
+def raw_lines(path: str | Path) -> Iterator[tuple[int, bytes]]:
     with _open(path, "rb") as handle:
-        for number, raw in enumerate(handle, start=1):
-            try:  # a UTF-8 byte-order mark (Windows editors write one) is not text
-                yield number, raw.decode("utf-8-sig" if number == 1 else "utf-8")
-            except UnicodeDecodeError as err:
-                raise DataError(f"not UTF-8 text ({err.reason})", path=path, line=number) from None
+        yield from enumerate(handle, start=1)
+
+
+def decode_line(raw: bytes, number: int, path: str | Path) -> str:
+    try:  # a UTF-8 byte-order mark (Windows editors write one) is not text
+        return raw.decode("utf-8-sig" if number == 1 else "utf-8")
+    except UnicodeDecodeError as err:
+        raise DataError(f"not UTF-8 text ({err.reason})", path=path, line=number) from None
 
 
 def json_objects(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
@@ -235,6 +244,23 @@ def _check_unique(example: Example, seen: dict[str, int], path: str | Path, line
     seen[example.id] = line
 
 
+def unique_ids(records: Iterable[Example], path: str | Path) -> Iterator[Example]:
+    """`records` as they come, failing at the first repeated id (predict and evaluate pair
+    records by id, and would refuse the file later)."""
+    seen: dict[str, int] = {}
+    for number, example in enumerate(records, start=1):
+        if example.id in seen:
+            raise DataError(
+                f"two records have the id {example.id!r} (records {seen[example.id]} and "
+                f"{number}); give them distinct ids in the source",
+                path=path,
+                record=number,
+                field="id",
+            )
+        seen[example.id] = number
+        yield example
+
+
 def check_unique_ids(records: Sequence[Example], path: str | Path) -> None:
     """Records from any reader must have unique ids: predictions are paired by id."""
     seen: dict[str, int] = {}
@@ -263,15 +289,16 @@ class Reject:
 
 def read_or_reject(path: str | Path) -> tuple[list[Example], list[Reject]]:
     """Every valid record of a unified file, and every other non-blank line as a `Reject`
-    (bad JSON, wrong fields, unknown task, duplicate id): for `--on-error skip`."""
+    (not UTF-8, bad JSON, wrong fields, unknown task, duplicate id): for `--on-error skip`."""
     records: list[Example] = []
     rejects: list[Reject] = []
     seen: dict[str, int] = {}
-    for number, raw in lines(path):
+    for number, data in raw_lines(path):
+        raw = data.decode("utf-8", errors="backslashreplace")  # as the reject shows it
         if not raw.strip():
             continue
         try:
-            example = parse_line(raw, path=path, line=number)
+            example = parse_line(decode_line(data, number, path), path=path, line=number)
             _check_unique(example, seen, path, number)
         except DataError as err:
             rejects.append(Reject(number, str(err), raw.rstrip("\n")))
