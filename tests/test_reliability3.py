@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import stat
 import threading
@@ -363,3 +364,72 @@ def test_convert_refuses_records_with_one_id(tmp_path: Path) -> None:
         result.returncode == 2 and "two records have the id 'a' (records 1 and 2)" in result.stderr
     )
     assert not out.exists()
+
+
+# --- damaged model directories ----------------------------------------------------------------
+
+
+def _damaged(tmp_path: Path, how: str) -> Path:
+    model = tmp_path / how
+    shutil.copytree(TINY_MODEL_DIR, model)
+    weights = model / "model.safetensors"
+    config = json.loads((model / "config.json").read_text(encoding="utf-8"))
+    if how == "truncated-header":
+        weights.write_bytes(weights.read_bytes()[:1000])
+    elif how == "truncated-data":
+        weights.write_bytes(weights.read_bytes()[:-4096])
+    elif how == "no-weights":
+        weights.unlink()
+    elif how == "config-not-json":
+        (model / "config.json").write_text("{", encoding="utf-8")
+    elif how == "unknown-model-type":
+        (model / "config.json").write_text(json.dumps(config | {"model_type": "nonesuch"}))
+    elif how == "sizes-do-not-fit":
+        (model / "config.json").write_text(json.dumps(config | {"vocab_size": 100}))
+    elif how == "no-tokenizer-json":
+        (model / "tokenizer.json").unlink()
+    return model
+
+
+@pytest.mark.parametrize(
+    ("how", "message"),
+    [
+        ("truncated-header", "model.safetensors: truncated or not a safetensors file"),
+        ("truncated-data", "model.safetensors: truncated ("),
+        ("no-weights", "model.safetensors: missing"),
+        ("config-not-json", "config.json: not valid JSON"),
+        ("unknown-model-type", "config.json: model_type 'nonesuch' is not one transformers knows"),
+        ("sizes-do-not-fit", "cannot load the model (RuntimeError"),
+        ("no-tokenizer-json", "tokenizer.json: missing (tokenizer_config.json is there)"),
+    ],
+)
+def test_a_damaged_model_directory_is_one_line_naming_the_file(
+    tmp_path: Path, how: str, message: str
+) -> None:
+    from giellm.models.loading import load_model
+
+    model = _damaged(tmp_path, how)
+    with pytest.raises(GiellmError, match=re.escape(message)):
+        load_model(model)
+
+
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        ("[", "adapter_config.json: not valid JSON"),
+        ('{"peft_type": "LORA"}', "adapter_config.json: base_model_name_or_path is missing"),
+        (
+            '{"peft_type": "LORA", "base_model_name_or_path": "google/gemma-3-270m"}',
+            "adapter_model.safetensors: missing",
+        ),
+    ],
+)
+def test_a_damaged_adapter_is_one_line_naming_the_file(
+    tmp_path: Path, config: str, message: str
+) -> None:
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text(config, encoding="utf-8")
+    result = run_cli("extract", "東京に行った。", "--task", "NER", "--model", str(adapter))
+    assert result.returncode == 2 and message in result.stderr
+    assert "Traceback" not in result.stderr

@@ -319,6 +319,20 @@ def report(
     err_console.print(f"wrote {written} ({len(rows)} rows)")
 
 
+def _self_test(extractor: Any) -> None:
+    """One short extraction per task the model knows, before the port opens."""
+    for task in sorted(extractor.meta.schemas) or ["NER"]:
+        try:
+            extractor.configured(max_new_tokens=8).extract("東京で会見した。", task=task)
+        except GiellmError:
+            raise
+        except Exception as err:  # a model that loads but cannot generate
+            raise GiellmError(
+                f"the model fails a first {task} extraction ({type(err).__name__}: {err}); "
+                "not serving it"
+            ) from None
+
+
 def serve(
     model: ModelOption = None,
     host: Annotated[str, typer.Option(help="address to bind")] = "127.0.0.1",
@@ -358,6 +372,7 @@ def serve(
     if max_batch < 1 or max_wait_ms < 0:
         raise GiellmError("--max-batch must be at least 1 and --max-wait-ms at least 0")
     extractor = _extractor(model, constrain, max_batch, device, max_new_tokens, backend, dtype)
+    _self_test(extractor)  # never report healthy for a model that fails every request
     name = "giellm-default" if model is None else model.name
     application = create_app(
         extractor,

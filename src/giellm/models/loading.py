@@ -16,6 +16,7 @@ from typing import Any
 
 from giellm.errors import GiellmError
 from giellm.models.bases import BaseSource, load_base, load_base_tokenizer, resolve_base
+from giellm.models.integrity import check_model_dir, read_json_object
 from giellm.ranges import bounds, check_ranges
 from giellm.tasks import LabelSchema
 
@@ -165,6 +166,7 @@ def resolve_model(model: str | Path | None) -> ResolvedModel:
         return ResolvedModel(resolve_base(str(model)))
     path = resolve_model_dir(model)
     adapter = adapter_config(path)
+    check_model_dir(path, adapter)  # one line naming a damaged file, before any weight loads
     base = path if adapter is None else adapter["base_model_name_or_path"]
     return ResolvedModel(resolve_base(base), path, adapter)
 
@@ -179,8 +181,7 @@ def adapter_config(path: Path) -> dict[str, Any] | None:
     adapter = path / "adapter_config.json"
     if not adapter.exists():
         return None
-    config: dict[str, Any] = json.loads(adapter.read_text(encoding="utf-8"))
-    return config
+    return read_json_object(adapter)
 
 
 def with_pad_token(tokenizer: Any) -> Any:
@@ -243,12 +244,22 @@ def load_model(
     torch_dtype = getattr(torch, auto_dtype(device, source) if dtype == "auto" else dtype)
     # tokenizers first: a 262k-piece one peaks at ~400 MB while loading, which then does not
     # stack on the weights' own peak
-    tokenizer = resolved.load_tokenizer()
-    lm = load_base(source, dtype=torch_dtype)
-    if resolved.adapter is not None:
-        from peft import PeftModel
+    where = resolved.path or source.name
+    try:
+        tokenizer = resolved.load_tokenizer()
+        lm = load_base(source, dtype=torch_dtype)
+        if resolved.adapter is not None:
+            from peft import PeftModel
 
-        lm = PeftModel.from_pretrained(lm, resolved.path).merge_and_unload()
+            lm = PeftModel.from_pretrained(lm, resolved.path).merge_and_unload()
+    except GiellmError:
+        raise
+    except (OSError, ValueError, RuntimeError, KeyError, TypeError) as err:
+        # a config whose values do not fit its weights (sizes, an unknown activation)
+        first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        raise GiellmError(
+            f"{where}: cannot load the model ({type(err).__name__}: {first})"
+        ) from None
     lm.to(device).eval()
     return lm, tokenizer, resolved.meta
 
