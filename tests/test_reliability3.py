@@ -433,3 +433,63 @@ def test_a_damaged_adapter_is_one_line_naming_the_file(
     result = run_cli("extract", "東京に行った。", "--task", "NER", "--model", str(adapter))
     assert result.returncode == 2 and message in result.stderr
     assert "Traceback" not in result.stderr
+
+
+# --- giellm's cache ---------------------------------------------------------------------------
+
+
+def test_a_damaged_gguf_cache_is_rebuilt(
+    tiny_gemma: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A deleted tokenizer.json loaded a 5-token tokenizer; a deleted index failed for ever."""
+    from giellm.models.bases import load_base_tokenizer, resolve_base
+
+    monkeypatch.setenv("GIELLM_HOME", str(tmp_path / "home"))
+    os.umask(0o022)
+    source = resolve_base(str(tiny_gemma))
+    assert source.prepared is not None
+    vocab = len(load_base_tokenizer(source))
+    assert vocab > 100
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in source.prepared.iterdir()}
+    assert set(modes.values()) == {0o644}  # readable by the other users of a shared cache
+    assert stat.S_IMODE(source.prepared.stat().st_mode) == 0o755
+    for lost in ("tokenizer.json", "gguf_index.json", "config.json"):
+        (source.prepared / lost).unlink()
+        again = resolve_base(str(tiny_gemma))
+        assert again.prepared == source.prepared and (again.prepared / lost).exists()
+        assert len(load_base_tokenizer(again)) == vocab
+    (source.prepared / "config.json").write_text("{", encoding="utf-8")
+    assert json.loads((resolve_base(str(tiny_gemma)).prepared / "config.json").read_text())
+
+
+def test_an_unwritable_cache_is_one_line(
+    tiny_gemma: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from giellm.models.bases import resolve_base
+
+    home = tmp_path / "home"
+    home.write_text("a file, not a folder", encoding="utf-8")
+    monkeypatch.setenv("GIELLM_HOME", str(home))
+    with pytest.raises(GiellmError, match="cannot write giellm's cache here"):
+        resolve_base(str(tiny_gemma))
+    result = run_cli("extract", "東京", "--task", "NER", "--model", str(tiny_gemma))
+    assert result.returncode == 2 and "set GIELLM_HOME to a writable folder" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_overwritten_bytes_in_the_joined_base_are_found_and_mended(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Same size, same mtime, other bytes: used silently before."""
+    from giellm.models.bases import GEMMA_3_270M, _sha256, packaged_gguf
+
+    monkeypatch.setenv("GIELLM_HOME", str(tmp_path / "home"))
+    joined = packaged_gguf(GEMMA_3_270M)
+    before = joined.stat()
+    with joined.open("r+b") as handle:
+        handle.seek(50_000_000)
+        handle.write(b"\x00" * 4096)
+    os.utime(joined, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert joined.stat().st_size == before.st_size
+    mended = packaged_gguf(GEMMA_3_270M)
+    assert _sha256(mended) == GEMMA_3_270M.sha256

