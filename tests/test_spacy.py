@@ -52,7 +52,7 @@ def test_ginza_then_giellm_sets_ents_cats_and_the_record(
     component: GiellmComponent = nlp.get_pipe("giellm")
     fallback = 0
     for doc in docs:
-        ner, sa = doc._.giellm["NER"], doc._.giellm["SA"]
+        ner, sa = doc._.giellm["giellm"], doc._.giellm["giellm_sa"]
         assert ner["text"] == doc.text and ner["task"] == "NER" and sa["task"] == "SA"
         predicted = _entities(ner)
         for e in ner.get("entities", []):
@@ -72,7 +72,7 @@ def test_ginza_then_giellm_sets_ents_cats_and_the_record(
         assert [k for k, v in doc.cats.items() if v == 1.0] == [sa["label"]]
     assert component.counts["docs"] == len(texts)
     assert component.counts["misaligned"] + component.counts["overlapping"] == fallback
-    assert component.counts["entities"] == sum(len(_entities(d._.giellm["NER"])) for d in docs)
+    assert component.counts["entities"] == sum(len(_entities(d._.giellm["giellm"])) for d in docs)
 
 
 def test_ginza_entities_are_kept_when_asked(ginza: spacy.Language, texts: list[str]) -> None:
@@ -83,7 +83,7 @@ def test_ginza_entities_are_kept_when_asked(ginza: spacy.Language, texts: list[s
         for doc, before in zip(ginza.pipe(texts), own, strict=True):
             after = {(e.start_char, e.end_char, e.label_) for e in doc.ents}
             assert before <= after  # nothing of GiNZA's lost; giellm's added where free
-            assert after - before <= _entities(doc._.giellm["NER"])
+            assert after - before <= _entities(doc._.giellm["keep"])
     finally:
         ginza.remove_pipe("keep")
 
@@ -113,11 +113,45 @@ def test_spans_that_do_not_align_fall_back_to_expanded_spans(ginza: spacy.Langua
 
 def test_blank_docs_and_bad_config(nlp: spacy.Language) -> None:
     doc = nlp("   ")
-    assert doc._.giellm == {"NER": None, "SA": None} and not doc.ents
+    assert doc._.giellm == {"giellm": None, "giellm_sa": None} and not doc.ents
     with pytest.raises(GiellmError, match="unknown task 'POS'"):
         spacy.blank("ja").add_pipe("giellm", config={"task": "POS"})
     with pytest.raises(GiellmError, match="no label sets for TC"):
         spacy.blank("ja").add_pipe("giellm", config={"task": "TC", "schema": "stockmark"})
+    with pytest.raises(GiellmError, match="device: 'tpu'"):
+        spacy.blank("ja").add_pipe("giellm", config={"device": "tpu"})
+
+
+def test_two_components_of_one_task_keep_their_own_results(ginza: spacy.Language) -> None:
+    """Keyed by task, the second NER component overwrote the first's record and spans."""
+    ginza.add_pipe("giellm", name="open", config={"task": "NER"})
+    ginza.add_pipe("giellm", name="stockmark", config={"task": "NER", "schema": "stockmark"})
+    try:
+        doc = ginza("日立製作所の山田太郎社長が会見した。")
+        assert {"open", "stockmark"} <= set(doc._.giellm)
+        assert all(doc._.giellm[name]["task"] == "NER" for name in ("open", "stockmark"))
+        assert {"open", "stockmark"} <= set(doc.spans)
+    finally:
+        ginza.remove_pipe("open")
+        ginza.remove_pipe("stockmark")
+
+
+def test_pipe_with_several_processes_is_refused_not_hung(tmp_path: Path) -> None:
+    """After one nlp(...) call, nlp.pipe(n_process=2) hung for ever in torch's threads."""
+    script = (
+        "import spacy\n"
+        "nlp = spacy.load('ja_ginza')\n"
+        "nlp.add_pipe('giellm', config={'task': 'NER'})\n"
+        "nlp('東京に行った。')\n"
+        "try:\n"
+        "    list(nlp.pipe(['大阪に行った。', '京都に行った。'], n_process=2))\n"
+        "except Exception as err:\n"
+        "    print('refused:', err)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=300
+    )
+    assert "nlp.pipe(n_process>1) is not supported" in done.stdout + done.stderr
 
 
 def test_to_disk_and_back_keeps_the_config(nlp: spacy.Language, tmp_path: Path) -> None:
@@ -127,7 +161,7 @@ def test_to_disk_and_back_keeps_the_config(nlp: spacy.Language, tmp_path: Path) 
     for name in ("giellm", "giellm_sa"):
         assert loaded.get_pipe_config(name) == nlp.get_pipe_config(name)
     doc = loaded("日立製作所の山田太郎社長が会見した。")
-    assert set(doc._.giellm) == {"NER", "SA"} and set(doc.cats) == set(SA_LABELS)
+    assert set(doc._.giellm) == {"giellm", "giellm_sa"} and set(doc.cats) == set(SA_LABELS)
 
 
 def test_the_factory_is_found_through_its_entry_point() -> None:
@@ -140,5 +174,5 @@ def test_the_factory_is_found_through_its_entry_point() -> None:
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=600
     )
-    record = json.loads(out.stdout)["SA"]
+    record = json.loads(out.stdout)["giellm"]
     assert record["text"] == "とても楽しい旅行でした。" and record["label"] is not None

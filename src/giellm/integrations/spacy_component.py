@@ -8,12 +8,17 @@ works after `pip install giellm`. For each Doc it extracts its task from `doc.te
 
 - `doc.ents`: the entities, as spans aligned to the Doc's tokens (replacing the entities earlier
   components set, or with `overwrite_ents = false` kept beside them where they do not clash);
-- `doc.spans["giellm"]`: the entities that could not be `doc.ents` — edges inside a token
+- `doc.spans[NAME]` (the component's name, "giellm" for the first): the entities that could
+  not be `doc.ents` — edges inside a token
   (kept with `alignment_mode="expand"`: the smallest token span covering them) or overlapping
   another entity — counted in `component.counts`;
 - `doc.cats`: for a text-level label (TC, SA, …) 1.0 on the predicted label, 0.0 on the others;
-- `doc._.giellm[TASK]`: the whole record in giellm's JSON form (relations, events, PAS too;
-  None for a blank Doc), one key per giellm component in the pipeline.
+- `doc._.giellm[NAME]`: the whole record in giellm's JSON form (relations, events, PAS too;
+  None for a blank Doc), one key per giellm component in the pipeline: two components with one
+  task (e.g. two NER models) never overwrite each other.
+
+`nlp.pipe(n_process=2)` is refused with one line: a forked worker inherits torch's threads and
+hangs; giellm batches the documents itself (`batch_size`), so one process is the fast way.
 
 `nlp.pipe(batch_size=N)` hands the extractor N documents at a time, and it generates their
 windows `batch_size` (the config's) at a time across documents. Serialisation keeps only the
@@ -22,6 +27,7 @@ config: the weights stay in the model directory or package named by `model`.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Iterator
 from itertools import islice
 from pathlib import Path
@@ -30,12 +36,12 @@ from spacy.language import Language
 from spacy.tokens import Doc, Span
 from spacy.util import filter_spans
 
+from giellm.errors import GiellmError
 from giellm.families import family_of
 from giellm.schema import Example, example_to_dict
 from giellm.tasks import get_task
 
 EXTENSION = "giellm"
-SPANS_KEY = "giellm"
 
 
 @Language.factory(  # type: ignore[untyped-decorator]
@@ -96,13 +102,20 @@ class GiellmComponent:
         device: str = "cpu",
     ) -> None:
         self.name = name
+        from giellm.data.registry import get_format
         from giellm.inference.extractor import (
             Extractor,  # spaCy imports this module for every pipeline
         )
+        from giellm.models.loading import check_device
 
         self.task = get_task(task).name  # an unknown task fails here, before the model loads
+        if schema is not None and self.task not in get_format(schema).schemas:  # so does this
+            known = ", ".join(get_format(schema).schemas) or "none"
+            raise GiellmError(f"schema {schema!r} has no label sets for {self.task} ({known})")
+        check_device(device)
         self.schema = schema
         self.overwrite_ents = overwrite_ents
+        self.pid = os.getpid()
         self.extractor = Extractor(
             model,
             device=device,
@@ -122,6 +135,11 @@ class GiellmComponent:
     def pipe(self, stream: Iterable[Doc], *, batch_size: int | None = None) -> Iterator[Doc]:
         """Annotate docs in order, `batch_size` documents per extraction (spaCy passes
         `nlp.pipe`'s; default: the model batch)."""
+        if os.getpid() != self.pid:
+            raise GiellmError(
+                f"{self.name}: nlp.pipe(n_process>1) is not supported (a forked worker inherits "
+                "torch's threads and hangs); use n_process=1: giellm batches documents itself"
+            )
         size = batch_size or self.extractor.batch_size
         docs = iter(stream)
         while chunk := list(islice(docs, size)):
@@ -142,7 +160,7 @@ class GiellmComponent:
         self.counts["docs"] += 1
         if doc._.get(EXTENSION) is None:
             doc._.set(EXTENSION, {})
-        doc._.get(EXTENSION)[self.task] = None if record is None else example_to_dict(record)
+        doc._.get(EXTENSION)[self.name] = None if record is None else example_to_dict(record)
         if record is None:
             return
         if self.labels:
@@ -165,7 +183,7 @@ class GiellmComponent:
         ours = [s for s in filter_spans(aligned) if not _clashes(s, kept)]
         overlapping = [s for s in aligned if s not in ours]
         doc.ents = sorted(kept + ours, key=lambda s: s.start)
-        doc.spans[SPANS_KEY] = misaligned + overlapping
+        doc.spans[self.name] = misaligned + overlapping
         self.counts["entities"] += len(record.entities)
         self.counts["misaligned"] += len(misaligned)
         self.counts["overlapping"] += len(overlapping)
