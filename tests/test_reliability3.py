@@ -493,3 +493,42 @@ def test_overwritten_bytes_in_the_joined_base_are_found_and_mended(
     assert joined.stat().st_size == before.st_size
     mended = packaged_gguf(GEMMA_3_270M)
     assert _sha256(mended) == GEMMA_3_270M.sha256
+
+
+def test_serve_never_reports_healthy_for_a_model_that_cannot_answer(tmp_path: Path) -> None:
+    """A tokenizer without EOS loaded, served /health 200 and answered 500 to every /extract."""
+    model = tmp_path / "no-eos"
+    shutil.copytree(TINY_MODEL_DIR, model)
+    config = json.loads((model / "tokenizer_config.json").read_text(encoding="utf-8"))
+    config |= {"eos_token": None, "pad_token": None}
+    (model / "tokenizer_config.json").write_text(json.dumps(config), encoding="utf-8")
+    for args in (["extract", "東京", "--task", "NER"], ["serve", "--port", "0"]):
+        result = run_cli(*args, "--model", str(model))
+        assert result.returncode == 2, result.stderr
+        assert "its tokenizer has no end-of-sequence token" in result.stderr
+        assert "Traceback" not in result.stderr
+
+
+def test_training_on_a_full_disk_is_one_line(base_models: dict[str, Path], tmp_path: Path) -> None:
+    """A file-size limit fails writes as a full disk does (EFBIG instead of ENOSPC)."""
+    import resource
+    import signal
+    import subprocess
+
+    from conftest import GIELLM
+
+    def limit() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a failed write, not a killed process
+        resource.setrlimit(resource.RLIMIT_FSIZE, (20_000, 20_000))  # the adapter is larger
+
+    config = _train_config(tmp_path, tmp_path / "run", base_models["llama"])
+    done = subprocess.run(
+        [GIELLM, "train", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        preexec_fn=limit,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert "error: File too large" in done.stderr and "Traceback" not in done.stderr

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import errno
+import os
+import re
 import sys
 import warnings
 from typing import Annotated
@@ -72,16 +74,29 @@ def main() -> None:
     except KeyboardInterrupt:
         err_console.print("interrupted")
         sys.exit(130)
-    except OSError as err:
-        if err.errno not in FULL:
+    except Exception as err:
+        reason = full_disk(err)
+        if reason is None:
             raise
-        where = f" ({err.filename})" if err.filename else ""
+        where = f" ({err.filename})" if isinstance(err, OSError) and err.filename else ""
         print(
-            f"error: {err.strerror}{where}: no output was left half-written (a predict run "
-            "keeps what it finished in OUT.partial and resumes when run again)",
+            f"error: {reason}{where}; free some space and run it again: nothing half-written "
+            "is taken for done (predict resumes from OUT.partial, train --resume from its "
+            "last complete checkpoint)",
             file=sys.stderr,
         )
         sys.exit(2)
+
+
+def full_disk(err: BaseException) -> str | None:
+    """The reason when `err` is a full disk, a quota or a file-size limit (an OSError, or a
+    library's own error that carries the OS error, as safetensors' does), else None."""
+    if isinstance(err, OSError):
+        return err.strerror if err.errno in FULL else None
+    found = re.search(r"\(os error (\d+)\)", str(err))
+    if found and int(found.group(1)) in FULL:
+        return os.strerror(int(found.group(1)))
+    return None
 
 
 # a full disk, a quota, a file-size limit: the machine's state, not a bug to show a traceback for

@@ -260,6 +260,8 @@ def load_model(
         raise GiellmError(
             f"{where}: cannot load the model ({type(err).__name__}: {first})"
         ) from None
+    if tokenizer.eos_token_id is None:  # generation could never end: every request fails
+        raise GiellmError(f"{where}: its tokenizer has no end-of-sequence token (eos_token)")
     lm.to(device).eval()
     return lm, tokenizer, resolved.meta
 
