@@ -532,3 +532,17 @@ def test_training_on_a_full_disk_is_one_line(base_models: dict[str, Path], tmp_p
     )
     assert done.returncode == 2, done.stderr[-2000:]
     assert "error: File too large" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_a_packaged_base_has_one_prepared_folder_whatever_its_mtime(
+    tiny_gemma: Path, tmp_path: Path
+) -> None:
+    """Two cold first uses joined the base twice; the second join's new mtime keyed a second
+    33 MB folder, an orphan. A packaged base is keyed by its sha256."""
+    from giellm.models.bases import GEMMA_3_270M, _prepared_dir
+
+    tiny_gemma = Path(shutil.copy(tiny_gemma, tmp_path / "copy.gguf"))
+    first = _prepared_dir(tiny_gemma, key=GEMMA_3_270M.sha256)
+    os.utime(tiny_gemma, ns=(0, 10**18))
+    assert _prepared_dir(tiny_gemma, key=GEMMA_3_270M.sha256) == first
+    assert _prepared_dir(tiny_gemma) != first  # any other GGUF: path, size and mtime
