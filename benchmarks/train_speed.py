@@ -38,10 +38,9 @@ GIELLM = str(Path(sys.executable).parent / "giellm")
 PATHS = {
     "old": "--load-dtype float32 --mixed-precision no --train-vocab false --compile false".split(),
     "new": "--compile true".split(),  # load_dtype, mixed_precision, train_vocab: auto / on
-    # uncompiled: compiled layers under the whole-vocabulary head ran at ~25 tokens/s (a step
-    # 5x slower than the old path; not understood yet). Compiling changes no result, so the
-    # F1 comparison with the new path is of the training-vocabulary loss alone
-    "new-whole-vocab": "--compile false --train-vocab false".split(),
+    # slow: under bf16 the whole-vocabulary loss ran at ~25 tokens/s, compiled or not (a step
+    # 5x the old float32 path's; not understood yet), so its 200 steps take over an hour
+    "new-whole-vocab": "--compile true --train-vocab false".split(),
 }
 # the old path ran on the system's malloc; so does a speed row of the new one (what jemalloc,
 # where installed, is worth)
