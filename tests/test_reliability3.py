@@ -481,7 +481,8 @@ def test_overwritten_bytes_in_the_joined_base_are_found_and_mended(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Same size, same mtime, other bytes: used silently before."""
-    from giellm.models.bases import GEMMA_3_270M, _sha256, packaged_gguf
+    from giellm.files import sha256_of
+    from giellm.models.bases import GEMMA_3_270M, packaged_gguf
 
     monkeypatch.setenv("GIELLM_HOME", str(tmp_path / "home"))
     joined = packaged_gguf(GEMMA_3_270M)
@@ -492,7 +493,7 @@ def test_overwritten_bytes_in_the_joined_base_are_found_and_mended(
     os.utime(joined, ns=(before.st_atime_ns, before.st_mtime_ns))
     assert joined.stat().st_size == before.st_size
     mended = packaged_gguf(GEMMA_3_270M)
-    assert _sha256(mended) == GEMMA_3_270M.sha256
+    assert sha256_of(mended) == GEMMA_3_270M.sha256
 
 
 def test_serve_never_reports_healthy_for_a_model_that_cannot_answer(tmp_path: Path) -> None:

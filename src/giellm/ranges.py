@@ -53,3 +53,12 @@ def check_ranges(settings: Any, where: str = "") -> None:
         problem = _problem(value, f.metadata)
         if problem:
             raise GiellmError(f"{where}{f.name}: {value!r} {problem}")
+
+
+def check_windows(window_chars: int, window_overlap: int) -> None:
+    """An overlap as wide as the window would never advance: refused in one line."""
+    if window_overlap >= window_chars:
+        raise GiellmError(
+            f"window_overlap: {window_overlap} must be below window_chars ({window_chars}): "
+            "windows would never advance"
+        )

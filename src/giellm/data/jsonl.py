@@ -14,6 +14,7 @@ from typing import IO, Any
 from pydantic import ValidationError
 
 from giellm.errors import DataError
+from giellm.files import sha256_of, umask
 from giellm.schema import Example, example_from_dict, example_to_dict
 from giellm.tasks import TASKS
 
@@ -171,7 +172,7 @@ def atomic_writer(path: str | Path) -> Iterator[IO[str]]:
             yield handle
             handle.flush()
             os.fsync(handle.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())  # as an ordinary open() would have made it
+        os.chmod(tmp, 0o666 & ~umask())  # as an ordinary open() would have made it
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -215,12 +216,6 @@ def check_outputs(inputs: Sequence[Path], outputs: Sequence[Path]) -> None:
             if same(out, other):
                 kind = "an input" if other in inputs else "another output"
                 raise DataError(f"the output is also {kind}; choose another path", path=out)
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def write_jsonl(path: str | Path, examples: Iterable[Example]) -> int:
@@ -353,13 +348,7 @@ def check_run_settings(partial: Path, settings: dict[str, Any]) -> None:
 def fingerprint(path: Path) -> str:
     """Size and SHA-256 of a file: a partial run resumes only over the very input it began
     with (same ids with edited texts would otherwise keep the old predictions)."""
-    import hashlib
-
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return f"{path.stat().st_size}:{digest.hexdigest()}"
+    return f"{path.stat().st_size}:{sha256_of(path)}"
 
 
 def settings_path(partial: Path) -> Path:

@@ -4,7 +4,6 @@ Markdown report with tables, PNG plots and the JSON behind them."""
 from __future__ import annotations
 
 import json
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -12,6 +11,7 @@ from typing import Any
 from giellm.data.jsonl import atomic_writer
 from giellm.errors import GiellmError
 from giellm.evaluation.systems import main_metric
+from giellm.files import probe_folder
 
 
 def _fmt(value: Any, digits: int = 3) -> str:
@@ -130,9 +130,7 @@ def check_report_folder(out_dir: Path) -> None:
     if out_dir.exists() and not out_dir.is_dir():
         raise GiellmError(f"{out_dir}: exists and is not a folder (report -o takes a folder)")
     try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=out_dir):
-            pass
+        probe_folder(out_dir)
     except OSError as err:
         raise GiellmError(f"{out_dir}: cannot write the report here ({err.strerror})") from None
 

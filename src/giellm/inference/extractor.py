@@ -69,11 +69,26 @@ class Stats:
 
 def check_settings(batch_size: int, max_new_tokens: int | None) -> None:
     """Refuse settings that would loop forever or silently mean something else."""
-    for name, value in (("batch_size", batch_size), ("max_new_tokens", max_new_tokens)):
-        if value is None and name == "max_new_tokens":
-            continue
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise GiellmError(f"{name} must be a whole number of at least 1, not {value!r}")
+    _count("batch_size", batch_size)
+    if max_new_tokens is not None:
+        _count("max_new_tokens", max_new_tokens)
+
+
+def _count(name: str, value: Any) -> None:
+    """`value` must be a whole number of at least 1 (not True, not "8", not 0)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise GiellmError(f"{name} must be a whole number of at least 1, not {value!r}")
+
+
+def dataset_schema(dataset: str, task: str) -> LabelSchema:
+    """A dataset's label sets for `task`; an error (not silently open label sets) when the
+    dataset has none for it. Needs no model: callers check it before one loads."""
+    fmt = get_format(dataset)
+    name = get_task(task).name
+    if name not in fmt.schemas:
+        known = ", ".join(fmt.schemas) or "none"
+        raise GiellmError(f"schema {dataset!r} has no label sets for {name} (it has: {known})")
+    return fmt.schema(name)
 
 
 class Extractor:
@@ -170,13 +185,7 @@ class Extractor:
             )
         name = get_task(task).name
         if isinstance(schema, str):
-            fmt = get_format(schema)
-            if name not in fmt.schemas:  # not silently open label sets
-                known = ", ".join(fmt.schemas) or "none"
-                raise GiellmError(
-                    f"schema {schema!r} has no label sets for {name} (it has: {known})"
-                )
-            return fmt.schema(name)
+            return dataset_schema(schema, name)
         return self.meta.schemas.get(name, LabelSchema())
 
     def extract(
@@ -218,10 +227,7 @@ class Extractor:
         """
         if isinstance(prompts, str) or not all(isinstance(p, str) for p in prompts):
             raise GiellmError("prompts: expected a list of strings (one prompt: [prompt])")
-        if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
-            raise GiellmError(
-                f"max_tokens must be a whole number of at least 1, not {max_tokens!r}"
-            )
+        _count("max_tokens", max_tokens)
         tok = self.tokenizer
         limit = self.position_limit()
         keep = None if limit is None else max(1, limit - max_tokens)

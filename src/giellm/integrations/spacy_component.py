@@ -102,16 +102,15 @@ class GiellmComponent:
         device: str = "cpu",
     ) -> None:
         self.name = name
-        from giellm.data.registry import get_format
-        from giellm.inference.extractor import (
-            Extractor,  # spaCy imports this module for every pipeline
+        from giellm.inference.extractor import (  # spaCy imports this module for every pipeline
+            Extractor,
+            dataset_schema,
         )
         from giellm.models.loading import check_device
 
         self.task = get_task(task).name  # an unknown task fails here, before the model loads
-        if schema is not None and self.task not in get_format(schema).schemas:  # so does this
-            known = ", ".join(get_format(schema).schemas) or "none"
-            raise GiellmError(f"schema {schema!r} has no label sets for {self.task} ({known})")
+        if schema is not None:
+            dataset_schema(schema, self.task)  # so does a schema without the task
         check_device(device)
         self.schema = schema
         self.overwrite_ents = overwrite_ents

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from giellm.errors import GiellmError
+from giellm.files import probe_folder, sha256_of, umask
 from giellm.models import gguf_weights
 
 
@@ -74,14 +75,6 @@ def giellm_home() -> Path:
     return Path(xdg) / "giellm"
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        while block := f.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _part_files(packaged: PackagedGGUF) -> list[Path]:
     from importlib import import_module
     from importlib.resources import files
@@ -103,24 +96,16 @@ def _part_files(packaged: PackagedGGUF) -> list[Path]:
     return parts
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
 def _shared(path: Path, directory: bool = False) -> None:
     """Permissions as an ordinary open() or mkdir() would have made them (mkstemp and mkdtemp
     make 0600/0700: a shared cache other users could not read)."""
-    os.chmod(path, (0o777 if directory else 0o666) & ~_umask())
+    os.chmod(path, (0o777 if directory else 0o666) & ~umask())
 
 
 def _cache_dir(path: Path) -> Path:
     """`path` (a folder under giellm's cache) made, or one line naming why it cannot be."""
     try:
-        path.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=path):
-            pass
+        probe_folder(path)
     except OSError as err:
         raise GiellmError(
             f"{path}: cannot write giellm's cache here ({err.strerror}); set GIELLM_HOME to a "
@@ -143,7 +128,7 @@ def packaged_gguf(packaged: PackagedGGUF) -> Path:
     if target.exists():
         if verified.exists() and verified.read_text(encoding="utf-8") == str(_identity(target)):
             return target
-        if _sha256(target) == packaged.sha256:
+        if sha256_of(target) == packaged.sha256:
             verified.write_text(str(_identity(target)), encoding="utf-8")
             return target
         target.unlink()  # damaged: joined again below from the installed parts
@@ -155,7 +140,7 @@ def packaged_gguf(packaged: PackagedGGUF) -> Path:
             for part in parts:
                 with part.open("rb") as f:
                     shutil.copyfileobj(f, out, 1 << 22)
-        actual = _sha256(Path(temp))
+        actual = sha256_of(Path(temp))
         if actual != packaged.sha256:
             raise GiellmError(
                 f"the packaged base '{packaged.name}' is corrupt: sha256 {actual} of its joined "

@@ -17,7 +17,7 @@ from typing import Any
 from giellm.errors import GiellmError
 from giellm.models.bases import BaseSource, load_base, load_base_tokenizer, resolve_base
 from giellm.models.integrity import check_model_dir, read_json_object
-from giellm.ranges import bounds, check_ranges
+from giellm.ranges import bounds, check_ranges, check_windows
 from giellm.tasks import LabelSchema
 
 META_FILE = "giellm.json"
@@ -46,11 +46,7 @@ class ModelMeta:
             if isinstance(value, bool) or not isinstance(value, int):
                 raise GiellmError(f"{name}: expected a whole number, got {value!r}")
         check_ranges(self)
-        if self.window_overlap >= self.window_chars:
-            raise GiellmError(
-                f"window_overlap: {self.window_overlap} must be below window_chars "
-                f"({self.window_chars})"
-            )
+        check_windows(self.window_chars, self.window_overlap)
 
     def to_json(self) -> dict[str, Any]:
         return {

@@ -14,7 +14,7 @@ from typing import Any
 
 from giellm.errors import GiellmError
 from giellm.models.tiny import TinySpec
-from giellm.ranges import bounds, check_ranges
+from giellm.ranges import bounds, check_ranges, check_windows
 
 
 def _help(
@@ -184,11 +184,7 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         check_ranges(self)
-        if self.window_overlap >= self.window_chars:
-            raise GiellmError(
-                f"window_overlap: {self.window_overlap} must be below window_chars "
-                f"({self.window_chars}): windows would never advance"
-            )
+        check_windows(self.window_chars, self.window_overlap)
         for name, choices in CHOICES.items():
             value = getattr(self, name)
             if value not in choices:
