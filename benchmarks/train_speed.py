@@ -36,11 +36,12 @@ from giellm.training.run import iter_log
 
 GIELLM = str(Path(sys.executable).parent / "giellm")
 PATHS = {
-    "old": "--load-dtype float32 --mixed-precision no --train-vocab false --compile false".split(),
-    "new": "--compile true".split(),  # load_dtype, mixed_precision, train_vocab: auto / on
-    # slow: under bf16 the whole-vocabulary loss ran at ~25 tokens/s, compiled or not (a step
-    # 5x the old float32 path's; not understood yet), so its 200 steps take over an hour
-    "new-whole-vocab": "--compile true --train-vocab false".split(),
+    "old": "--load-dtype float32 --mixed-precision no --loss-vocab lm_head --compile false".split(),
+    "new": "--compile true".split(),  # load_dtype, mixed_precision: auto; loss_vocab: targets
+    # the same head path and the same target positions, every vocabulary row ranked: what the
+    # restriction to the training vocabulary alone changes (the model's own head under bf16
+    # ran at ~25 tokens/s: bf16 logits of every position over 262,144 rows)
+    "new-whole-vocab": "--compile true --loss-vocab whole".split(),
 }
 # the old path ran on the system's malloc; so does a speed row of the new one (what jemalloc,
 # where installed, is worth)
@@ -77,7 +78,7 @@ def train(
     command += ["--batch-size", str(batch), "--batch-tokens", str(batch_tokens), "--lr", "4e-4"]
     command += ["--eval-every", "0", "--save-every", "0", "--log-every", str(log_every)]
     command += ["--seed", "0"]
-    command += PATHS[path.removesuffix("-system-malloc")]
+    command += PATHS[path.removesuffix("-system-malloc").removesuffix("-big-batch")]
     system = path == "old" or path.endswith("-system-malloc")
     env = os.environ | (SYSTEM_MALLOC if system else {})
     steal_before, total_before = cpu_ticks()
@@ -99,16 +100,27 @@ def train(
     }
 
 
-def rates(log: list[dict[str, Any]], warmup: int) -> dict[str, float]:
-    """Records/s and target tokens/s between the first entry past `warmup` steps (compilation,
-    allocator warm-up) and the last."""
+def rates(log: list[dict[str, Any]], head: dict[str, Any], warmup: int) -> dict[str, float]:
+    """Records/s, tokens/s and target tokens/s between the first entry past `warmup` steps
+    (compilation, allocator warm-up) and the last. Batches hold rows of similar length, so a
+    window of a few dozen batches holds longer or shorter records than the split does on
+    average: `epoch_records_per_s` (the window's tokens/s over the split's mean tokens per
+    record) is the rate an epoch runs at, comparable between runs; `records_per_s` is the
+    window's own."""
     first = next(e for e in log if e["step"] >= warmup)
     last = log[-1]
     seconds = last["elapsed"] - first["elapsed"]
+    tokens_per_s = (last["tokens"] - first["tokens"]) / seconds
+    per_record = head["train_tokens"] / head["train_records"]
     return {
+        "epoch_records_per_s": round(tokens_per_s / per_record, 2),
         "records_per_s": round((last["records"] - first["records"]) / seconds, 2),
+        "tokens_per_s": round(tokens_per_s),
         "target_tokens_per_s": round((last["target_tokens"] - first["target_tokens"]) / seconds),
-        "tokens_per_s": round(last["tokens_per_s"]),
+        "split_tokens_per_record": round(per_record, 1),
+        "window_tokens_per_record": round(
+            (last["tokens"] - first["tokens"]) / (last["records"] - first["records"]), 1
+        ),
         "padding": round(last["padding"], 4),
         "seconds": round(last["elapsed"], 1),
     }
@@ -174,22 +186,27 @@ def plot(curves: dict[str, list[dict[str, Any]]], out: Path, title: str) -> None
 
 
 def speed_rows(args: argparse.Namespace, tmp: Path) -> list[dict[str, Any]]:
-    """Throughput at the recipe's batch: stockmark and the full mix, old path against new.
-    The old path is slow enough that a few steps measure it; the new one runs past its
-    compilation."""
+    """Throughput at the recipe's batch (and the new path at `--big-batch` too): stockmark and
+    the full mix, old path against new. The old path is slow enough that a few steps measure
+    it (and its whole-vocabulary float32 logits leave no memory for a bigger batch); the new
+    one runs past its compilation."""
     rows = []
     chosen = args.speed_paths.split(",")
+    big_rows, big_tokens = (int(v) for v in args.big_batch.split(":"))
     for data in args.speed_data.split(","):
-        paths = [("old", args.old_steps, 2), ("new", args.speed_steps, 10)]
+        recipe = (args.batch_size, args.batch_tokens)
+        paths = [("old", args.old_steps, 2, recipe), ("new", args.speed_steps, 10, recipe)]
         if data != "mix":
-            paths.append(("new-system-malloc", args.speed_steps, 10))
-        for path, steps, warmup in (p for p in paths if p[0] in chosen):
+            paths.append(("new-system-malloc", args.speed_steps, 10, recipe))
+        if big_rows:
+            paths.append(("new-big-batch", args.speed_steps, 10, (big_rows, big_tokens)))
+        for path, steps, warmup, (batch, tokens) in (p for p in paths if p[0] in chosen):
             out = tmp / f"speed-{path}-{data.replace(':', '-')}"
-            done = train(args.base, path, data, steps, args.batch_size, out, 1, args.batch_tokens)
+            done = train(args.base, path, data, steps, batch, out, 1, tokens)
             row = {"part": "speed", "path": path, "data": data, "steps": steps}
-            row |= {"batch_size": args.batch_size, "batch_tokens": args.batch_tokens}
-            row |= {"measured_after_step": warmup}
-            row |= rates(done["log"], warmup) | {"peak_rss_mib": done["peak_rss_mib"]}
+            row |= {"batch_size": batch, "batch_tokens": tokens, "measured_after_step": warmup}
+            row |= rates(done["log"], done["log_head"], warmup)
+            row |= {"peak_rss_mib": done["peak_rss_mib"]}
             row |= {"allocator": done["log_head"]["allocator"], "steal_share": done["steal_share"]}
             print(json.dumps(row), flush=True)
             rows.append(row)
@@ -200,28 +217,26 @@ def curve_rows(
     args: argparse.Namespace, tmp: Path, chosen: list[str]
 ) -> tuple[list[dict[str, Any]], dict[str, list[dict[str, Any]]]]:
     """The same `--steps` stockmark steps (same seed, same batches) on every path: loss curves,
-    and the dev F1 of the new path with and without the training-vocabulary loss."""
+    and the dev F1 of each (the new path with and without the training-vocabulary loss)."""
     rows, curves, counts = [], {}, {}
     for path in chosen:
         out = tmp / f"curve-{path}"
         done = train(args.base, path, "stockmark:NER", args.steps, args.curve_batch, out)
         row = {"part": "curve", "path": path, "data": "stockmark:NER", "steps": args.steps}
         row |= {"batch_size": args.curve_batch, "measured_after_step": 10}
-        row |= rates(done["log"], 10) | {"peak_rss_mib": done["peak_rss_mib"]}
+        row |= rates(done["log"], done["log_head"], 10) | {"peak_rss_mib": done["peak_rss_mib"]}
         row |= {"allocator": done["log_head"]["allocator"], "steal_share": done["steal_share"]}
         row["final_loss"] = round(done["log"][-1]["loss"], 4)
-        if path != "old":
-            counts[path] = dev_counts(out / "final")
-            row["stockmark_dev_f1"] = round(f1_of(counts[path]), 4)
+        counts[path] = dev_counts(out / "final")
+        row["stockmark_dev_f1"] = round(f1_of(counts[path]), 4)
         print(json.dumps(row), flush=True)
         rows.append(row)
         curves[f"{path} path"] = done["log"]
-    if {"new", "new-whole-vocab"} <= counts.keys():
-        rows.append(
-            {"part": "vocabulary restriction", "new minus new-whole-vocab F1": paired_difference(
-                counts["new"], counts["new-whole-vocab"])}
-        )  # fmt: skip
-        print(json.dumps(rows[-1]), flush=True)
+    for other, part in (("new-whole-vocab", "vocabulary restriction"), ("old", "old path")):
+        if {"new", other} <= counts.keys():
+            difference = paired_difference(counts["new"], counts[other])
+            rows.append({"part": part, f"new minus {other} F1": difference})
+            print(json.dumps(rows[-1]), flush=True)
     return rows, curves
 
 
@@ -235,7 +250,10 @@ def main() -> None:
     parser.add_argument("--old-steps", type=int, default=8, help="old-path speed steps")
     parser.add_argument("--batch-tokens", type=int, default=4096, help="of the speed rows")
     parser.add_argument("--speed-data", default="stockmark:NER,mix")
-    parser.add_argument("--speed-paths", default="old,new,new-system-malloc")
+    parser.add_argument("--speed-paths", default="old,new,new-system-malloc,new-big-batch")
+    parser.add_argument(
+        "--big-batch", default="128:8192", help="rows:tokens of the new path's big-batch row"
+    )
     parser.add_argument("--parts", default="speed,curves")
     parser.add_argument(
         "--paths", default=",".join(PATHS), help="loss curves of: " + ", ".join(PATHS)
@@ -248,16 +266,16 @@ def main() -> None:
         curves_run, curves = [], {}
         if "curves" in args.parts:
             curves_run, curves = curve_rows(args, Path(tmp), chosen)
-    by = {(r["path"], r["data"]): r for r in speed}
+    by = {(r["path"], r["data"]): r["epoch_records_per_s"] for r in speed}
     speedup = {
-        data: round(by[("new", data)]["records_per_s"] / by[("old", data)]["records_per_s"], 2)
+        f"{path} over old, {data}": round(by[(path, data)] / by[("old", data)], 2)
+        for path in ("new", "new-big-batch")
         for data in ("stockmark:NER", "mix")
-        if ("new", data) in by and ("old", data) in by
+        if (path, data) in by and ("old", data) in by
     }
     if ("new-system-malloc", "stockmark:NER") in by:
-        on_malloc = by[("new-system-malloc", "stockmark:NER")]["records_per_s"]
-        speedup["jemalloc_over_system_malloc"] = round(
-            by[("new", "stockmark:NER")]["records_per_s"] / on_malloc, 2
+        speedup["jemalloc over system malloc, stockmark:NER"] = round(
+            by[("new", "stockmark:NER")] / by[("new-system-malloc", "stockmark:NER")], 2
         )
     final = {r["path"]: r["final_loss"] for r in curves_run if "path" in r}
     f1: dict[str, Any] = {
@@ -269,7 +287,7 @@ def main() -> None:
         "lora": "r=32, alpha 64, every linear layer, dropout 0",
         "batch_tokens_of_speed_rows": args.batch_tokens,
         "runs": speed + curves_run,
-        "speedup_records_per_s": speedup,
+        "speedup_epoch_records_per_s": speedup,
         "final_loss": final,
         "stockmark_dev_f1": f1,
         "loss_curves": {
@@ -283,7 +301,7 @@ def main() -> None:
     title = f"{args.base} LoRA r=32 on stockmark NER, batch {args.curve_batch}"
     if curves:
         plot(curves, Path(args.out).with_suffix(".png"), title)
-    print(json.dumps({"speedup_records_per_s": speedup, "final_loss": final, "dev_f1": f1}))
+    print(json.dumps({"speedup_epoch_records_per_s": speedup, "final_loss": final, "dev_f1": f1}))
     print(f"wrote {args.out} and {Path(args.out).with_suffix('.png')}")
 
 

@@ -232,3 +232,27 @@ def test_data_commands_do_not_load_torch() -> None:
     """convert, evaluate and datasets start fast: the ML stack loads only when a model runs."""
     code = "import sys, giellm.cli; sys.exit(bool({'torch', 'transformers'} & set(sys.modules)))"
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
+
+
+def test_version_quiet_and_verbose(data_dir: Path, tmp_path: Path) -> None:
+    from giellm import __version__
+
+    version = run_cli("--version")
+    assert version.returncode == 0 and version.stdout.strip() == f"giellm {__version__}"
+    as_module = subprocess.run(
+        [sys.executable, "-m", "giellm", "--version"], capture_output=True, text=True
+    )
+    assert as_module.stdout == version.stdout
+
+    source = str(shared_path(data_dir, "stockmark", "dev"))
+    args = ["convert", source, "--from", "stockmark", "--task", "NER"]
+    normal = run_cli(*args, "-o", str(tmp_path / "a.jsonl"))
+    quiet = run_cli("--quiet", *args, "-o", str(tmp_path / "b.jsonl"))
+    verbose = run_cli("--verbose", *args, "-o", str(tmp_path / "c.jsonl"))
+    assert all(r.returncode == 0 for r in (normal, quiet, verbose))
+    assert "wrote 534 NER records" in normal.stderr
+    assert quiet.stderr == ""  # nothing but warnings and errors
+    assert "torch threads" in verbose.stderr and "wrote 534" in verbose.stderr
+    assert (tmp_path / "a.jsonl").read_bytes() == (tmp_path / "b.jsonl").read_bytes()
+    both = run_cli("--quiet", "--verbose", *args, "-o", str(tmp_path / "d.jsonl"))
+    assert both.returncode == 2 and "choose one" in both.stderr

@@ -40,6 +40,35 @@ def test_every_gold_target_is_accepted(name: str, task: str, data_dir: Path) -> 
         assert accepts(_grammar(task, schema, ex.text), target), f"{ex.id}: {target[:200]}"
 
 
+@pytest.mark.parametrize(("name", "task"), CASES)
+def test_the_text_free_grammar_accepts_every_gold_target(
+    name: str, task: str, data_dir: Path
+) -> None:
+    """What `giellm grammar` prints without --text: one grammar for every input."""
+    schema = get_format(name).schema(task)
+    grammar = xgr.Grammar.from_ebnf(layout_grammar(task, schema, None))
+    records = load(name, "dev", task, data_dir)
+    for ex in records[:: max(1, len(records) // 25)]:
+        assert accepts(grammar, encode_target(ex)), ex.id
+
+
+def test_the_grammar_command_prints_what_xgrammar_compiles() -> None:
+    import subprocess
+
+    from conftest import GIELLM
+
+    done = subprocess.run(
+        [GIELLM, "grammar", "--task", "NER", "--schema", "stockmark", "--format", "gbnf"],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr
+    grammar = xgr.Grammar.from_ebnf(done.stdout)
+    assert accepts(grammar, "<>人名:孫正義;地名:福岡市")
+    assert not accepts(grammar, "<>惑星:火星")  # not a stockmark entity type
+    assert not accepts(grammar, "<>人名:孫;正義")  # an unescaped separator inside a span
+
+
 def test_spans_must_come_from_the_text_and_names_from_the_schema() -> None:
     text = "A;B社はA;B社の子会社(仮)だ"
     schema = LabelSchema.of(labels=(), entity_types=["法人名"])

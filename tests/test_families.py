@@ -12,12 +12,12 @@ import pytest
 from giellm.constraints.automaton import OPEN, Grammar
 from giellm.constraints.ebnf import layout_grammar
 from giellm.evaluation.metrics import items
-from giellm.families import FAMILIES, Reading, family_of
+from giellm.families import FAMILIES, Reading, family_of, project
 from giellm.families.base import register
 from giellm.layout.format import decode, encode_target
 from giellm.layout.text import entity_placer
 from giellm.schema import Entity, Example
-from giellm.tasks import TASKS, LabelSchema, Task, project
+from giellm.tasks import TASKS, LabelSchema, Task
 
 
 def test_every_task_has_a_registered_family_that_fills_its_field() -> None:

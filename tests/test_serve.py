@@ -162,8 +162,8 @@ def test_oversize_body_is_refused(server: Server) -> None:
 def test_openai_compatible_routes(server: Server) -> None:
     done = httpx.post(
         f"{server.url}/v1/completions",
-        json={"model": "x", "prompt": ["ソニーは東京に本社を置く。固有表現抽出\n", "今日は"],
-              "max_tokens": 8},
+        json={"model": "giellm-default", "max_tokens": 8,
+              "prompt": ["ソニーは東京に本社を置く。固有表現抽出\n", "今日は"]},
         timeout=60,
     )  # fmt: skip
     assert done.status_code == 200, done.text

@@ -35,7 +35,10 @@ def texts(data_dir: Path) -> list[str]:
 @pytest.fixture(scope="module")
 def nlp() -> spacy.Language:
     pipeline = spacy.load("ja_ginza")
-    pipeline.add_pipe("giellm", config={"task": "NER", "schema": "stockmark", "batch_size": 8})
+    pipeline.add_pipe(
+        "giellm",
+        config={"task": "NER", "schema": "stockmark", "batch_size": 8, "overwrite_ents": True},
+    )
     pipeline.add_pipe("giellm", name="giellm_sa", config={"task": "SA", "schema": "jrte"})
     return pipeline
 
@@ -75,10 +78,10 @@ def test_ginza_then_giellm_sets_ents_cats_and_the_record(
     assert component.counts["entities"] == sum(len(_entities(d._.giellm["giellm"])) for d in docs)
 
 
-def test_ginza_entities_are_kept_when_asked(ginza: spacy.Language, texts: list[str]) -> None:
+def test_ginza_entities_are_kept_by_default(ginza: spacy.Language, texts: list[str]) -> None:
     own = [{(e.start_char, e.end_char, e.label_) for e in d.ents} for d in ginza.pipe(texts)]
     assert any(own)  # GiNZA finds entities in these sentences
-    ginza.add_pipe("giellm", name="keep", config={"task": "NER", "overwrite_ents": False})
+    ginza.add_pipe("giellm", name="keep", config={"task": "NER"})  # overwrite_ents: false
     try:
         for doc, before in zip(ginza.pipe(texts), own, strict=True):
             after = {(e.start_char, e.end_char, e.label_) for e in doc.ents}
@@ -86,6 +89,18 @@ def test_ginza_entities_are_kept_when_asked(ginza: spacy.Language, texts: list[s
             assert after - before <= _entities(doc._.giellm["keep"])
     finally:
         ginza.remove_pipe("keep")
+
+
+def test_labels_restrict_the_entity_types(ginza: spacy.Language, texts: list[str]) -> None:
+    config = {"task": "NER", "schema": "stockmark", "labels": ["人名"], "overwrite_ents": True}
+    ginza.add_pipe("giellm", name="people", config=config)
+    try:
+        for doc in ginza.pipe(texts):
+            assert {e["type"] for e in doc._.giellm["people"]["entities"]} <= {"人名"}
+        with pytest.raises(GiellmError, match="not among the entity_types"):
+            ginza.add_pipe("giellm", name="planets", config=config | {"labels": ["惑星"]})
+    finally:
+        ginza.remove_pipe("people")
 
 
 def test_spans_that_do_not_align_fall_back_to_expanded_spans(ginza: spacy.Language) -> None:

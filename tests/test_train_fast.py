@@ -62,6 +62,13 @@ def test_lora_trains_under_the_fast_path_and_leaves_the_base_bit_identical(
     log = list(iter_log(tmp_path / "out" / "train_log.jsonl"))
     setup = next(e for e in log if "output_index" in e)
     assert setup["output_index"] > 0  # the loss ran over the training vocabulary
+    assert setup["loss_vocab"] == "targets"
+    card = (tmp_path / "out" / "final" / "README.md").read_text(encoding="utf-8")
+    assert "More Information Needed" not in card  # giellm's card, not peft's template
+    assert "| stockmark | NER | 1 | CC BY-SA 3.0 |" in card
+    assert "| jrte | SA | 1 | CC BY-NC-SA 4.0 (non-commercial research) |" in card
+    assert "research-only" in card
+    assert "lora:" in card and "max_steps: 20" in card  # the settings that rebuild it
     assert setup["mixed_precision"] == mixed_precision(config)
     assert setup["attention"] == "sdpa"  # transformers' default, logged
     losses = [e["loss"] for e in log if "loss" in e]
@@ -81,6 +88,32 @@ def test_lora_trains_under_the_fast_path_and_leaves_the_base_bit_identical(
     lora = {k: v for k, v in model.state_dict().items() if "lora_" in k}
     assert lora and all(v.dtype == torch.float32 for v in lora.values())  # masters in float32
     assert any("lora_B" in k and v.abs().sum() > 0 for k, v in lora.items())  # B starts at 0
+
+
+def test_a_run_starts_from_a_saved_adapter_and_refuses_another_rank(
+    tiny_gemma: Path, tmp_path: Path
+) -> None:
+    from safetensors.torch import load_file
+
+    from giellm.errors import GiellmError
+
+    first = run(_gemma_config(tmp_path / "first", tiny_gemma, max_steps=3))
+    saved = load_file(first / "adapter_model.safetensors")
+    config = _gemma_config(tmp_path / "next", tiny_gemma, init_adapter=str(first))
+    model, _, _ = training.prepare_base(config, tmp_path / "next", lambda entry: None)
+    state = training.with_lora(model, config).state_dict()
+    started = {k.replace(".default", ""): v for k, v in state.items() if "lora_" in k}
+    assert saved and set(saved) == set(started)
+    assert all(torch.equal(saved[k], started[k]) for k in saved)  # the adapter's own weights
+
+    wider = _gemma_config(
+        tmp_path / "wider", tiny_gemma, init_adapter=str(first), lora=LoraSettings(16, 32, 0.0)
+    )
+    model, _, _ = training.prepare_base(wider, tmp_path / "wider", lambda entry: None)
+    with pytest.raises(GiellmError, match="has r=8, this config 16"):
+        training.with_lora(model, wider)
+    with pytest.raises(GiellmError, match="holds no LoRA adapter"):
+        training.adapter_dir(str(tmp_path))
 
 
 def _rows(tiny_gemma: Path, tmp_path: Path) -> tuple[Any, Any, Any]:
@@ -112,6 +145,8 @@ def test_the_output_index_covers_every_target_and_ranks_like_the_full_head(
         full = float(target_loss(model, batch))
         everything = VocabularyHead(model, range(model.get_output_embeddings().weight.shape[0]))
         assert float(everything.loss(model, batch)) == pytest.approx(full, rel=1e-4)
+        whole = VocabularyHead(model, None)  # loss_vocab: whole, the head's rows uncopied
+        assert float(whole.loss(model, batch)) == pytest.approx(full, rel=1e-4)
         restricted = float(VocabularyHead(model, index).loss(model, batch))
     assert restricted < full  # fewer rows in each softmax: never a larger loss
 

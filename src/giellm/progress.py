@@ -6,6 +6,8 @@ On a terminal they are live rich bars; elsewhere (CI logs, `nohup`, a pipe) a pl
 
 from __future__ import annotations
 
+import logging
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -27,6 +29,31 @@ from rich.progress import (
 from rich.text import Text
 
 err_console = Console(stderr=True, soft_wrap=True)  # messages stay one line in logs
+logger = logging.getLogger("giellm")  # a library's logger: silent until an app configures it
+logger.addHandler(logging.NullHandler())
+
+
+class _ConsoleHandler(logging.Handler):
+    """giellm's messages on stderr as the CLI prints them: one plain line; warnings prefixed
+    (and shown even when --quiet silences the console)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = self.format(record)
+        if record.levelno >= logging.WARNING:
+            print(f"{record.levelname.lower()}: {message}", file=sys.stderr)
+        else:
+            err_console.print(message, highlight=False)
+
+
+def configure_logging(verbosity: int) -> None:
+    """The CLI's output: -1 (--quiet) warnings and errors only, no progress; 0 messages and
+    progress; 1 (--verbose) also giellm's debug messages (what loads, from where, how)."""
+    level = {-1: logging.WARNING, 0: logging.INFO}.get(verbosity, logging.DEBUG)
+    logger.setLevel(level)
+    if not any(isinstance(h, _ConsoleHandler) for h in logger.handlers):
+        logger.addHandler(_ConsoleHandler())
+    logger.propagate = False
+    err_console.quiet = verbosity < 0  # progress bars and plain progress lines too
 
 
 class _Rate(ProgressColumn):

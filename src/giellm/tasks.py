@@ -7,12 +7,12 @@ together. The label sets are per dataset (`LabelSchema`), so the same task can s
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
 
 from giellm.errors import GiellmError
-from giellm.schema import Example
 
 Family = Literal["labels", "entities", "relations", "events", "predicates"]
 
@@ -102,14 +102,33 @@ class LabelSchema:
         }
 
 
-def project(example: Example, task: str) -> Example:
-    """The record as `task` sees it: same text and label, only the task's word-level field."""
-    from giellm.families import get_family  # the families build on this module
+# the label set a task's own labels come from: what `labels` restricts
+LABEL_FIELD = {
+    "labels": "labels",
+    "entities": "entity_types",
+    "relations": "relation_types",
+    "events": "event_types",
+    "predicates": "roles",
+}
 
+
+def restrict(schema: LabelSchema, task: str, labels: Iterable[str]) -> LabelSchema:
+    """`schema` with `task`'s own label set (entity types for NER, the labels for TC, …) cut
+    to `labels`. It restricts what the model may write; it cannot teach it a new label, so a
+    label outside the model's set is an error naming the known ones."""
     spec = get_task(task)
-    keep = get_family(spec.family).field
-    cleared = {f: () for f in ("entities", "relations", "events") if f != keep}
-    return example.model_copy(update={"task": spec.name, **cleared})
+    name = LABEL_FIELD[spec.family]
+    wanted = _frozen(labels, "labels")
+    if not wanted:
+        raise GiellmError("labels: give at least one label, or none to keep the model's set")
+    known = getattr(schema, name)
+    if known is not None and not wanted <= known:
+        unknown = ", ".join(sorted(wanted - known))
+        raise GiellmError(
+            f"labels: {unknown} not among the {name} {spec.name} knows here "
+            f"({', '.join(sorted(known))}); labels restrict the model's set, they do not add to it"
+        )
+    return dataclasses.replace(schema, **{name: wanted})
 
 
 def label_only(task: str) -> bool:

@@ -14,7 +14,7 @@ import typer
 from giellm.allocator import use_jemalloc
 from giellm.cli import data_commands, model_commands
 from giellm.errors import GiellmError
-from giellm.progress import err_console
+from giellm.progress import configure_logging, err_console, logger
 from giellm.threads import configure_threads
 from giellm.training.config import flags_help
 
@@ -22,8 +22,15 @@ app = typer.Typer(
     help="giellm: unified Japanese information extraction (TC, SA, NER, RE, EE, PAS).",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
-    add_completion=False,
 )
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from giellm import __version__
+
+        print(f"giellm {__version__}")
+        raise typer.Exit()
 
 
 @app.callback()
@@ -38,9 +45,25 @@ def _options(
             "OpenMP waits passively unless OMP_WAIT_POLICY is set)",
         ),
     ] = None,
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_print_version, is_eager=True, help="print the version and stop"
+        ),
+    ] = False,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="also debug messages: what loads, from where")
+    ] = False,
+    quiet: Annotated[
+        bool, typer.Option("--quiet", "-q", help="warnings and errors only: no progress")
+    ] = False,
 ) -> None:
     """giellm: unified Japanese information extraction (TC, SA, NER, RE, EE, PAS)."""
-    configure_threads(threads)  # runs before every command, so before anything loads torch
+    if verbose and quiet:
+        raise GiellmError("--verbose and --quiet: choose one")
+    configure_logging(1 if verbose else -1 if quiet else 0)
+    count = configure_threads(threads)  # runs before every command: before torch loads
+    logger.debug(f"torch threads {count}, OMP_WAIT_POLICY={os.environ['OMP_WAIT_POLICY']}")
     if ctx.invoked_subcommand == "train":
         use_jemalloc()  # re-executes this process once where jemalloc is installed
 
@@ -49,10 +72,12 @@ for _command in (
     data_commands.convert,
     data_commands.evaluate,
     data_commands.datasets,
+    data_commands.grammar,
     model_commands.extract,
     model_commands.predict,
     model_commands.report,
     model_commands.serve,
+    model_commands.export,
 ):
     app.command()(_command)
 # train takes every config setting as a flag too (generated from the config dataclasses)

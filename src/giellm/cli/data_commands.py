@@ -4,6 +4,7 @@ library call each."""
 from __future__ import annotations
 
 import json
+import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -14,7 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from giellm.errors import GiellmError
-from giellm.progress import err_console, record_progress
+from giellm.progress import logger, record_progress
 
 out_console = Console()
 
@@ -39,9 +40,9 @@ def convert(
         records = bar.track(fmt.read(input, task, notes), description=f"converting {input.name}")
         count = write_jsonl(output, unique_ids(records, input))
     seconds = time.perf_counter() - started
-    err_console.print(f"wrote {count} {task.upper()} records to {output} in {seconds:.2f} s")
+    logger.info(f"wrote {count} {task.upper()} records to {output} in {seconds:.2f} s")
     for note, n in sorted(notes.items()):
-        err_console.print(f"  note: {n} × {note}")
+        logger.info(f"  note: {n} × {note}")
 
 
 def _fmt(value: float | None) -> str:
@@ -91,13 +92,12 @@ def evaluate(
             )
         out_console.print(detail)
     if missing:
-        err_console.print(
-            f"warning: {len(missing)} gold ids have no prediction "
-            f"(scored as empty), e.g. {missing[0]}"
+        logger.warning(
+            f"{len(missing)} gold ids have no prediction (scored as empty), e.g. {missing[0]}"
         )
     if unmatched:
-        err_console.print(
-            f"warning: {len(unmatched)} predictions match no gold id (ignored), e.g. {unmatched[0]}"
+        logger.warning(
+            f"{len(unmatched)} predictions match no gold id (ignored), e.g. {unmatched[0]}"
         )
 
 
@@ -153,3 +153,35 @@ def datasets(
             row["license"] or "your data's own",
         )
     out_console.print(table)
+
+
+def grammar(
+    task: Annotated[str, typer.Option("--task", "-t", help="TC SA NER RE EE PAS")],
+    schema: Annotated[
+        str | None, typer.Option("--schema", help="a dataset whose label sets it allows")
+    ] = None,
+    text: Annotated[
+        str | None,
+        typer.Option("--text", help="the input text: spans then must be substrings of it"),
+    ] = None,
+    grammar_format: Annotated[
+        str,
+        typer.Option(
+            "--format",
+            help="gbnf (llama.cpp: --grammar-file, the server's `grammar`) or ebnf (vLLM / "
+            "xgrammar): the same GBNF-style text",
+        ),
+    ] = "gbnf",
+) -> None:
+    """Print the layout grammar of a task, for llama.cpp (GBNF) or vLLM / xgrammar (EBNF)."""
+    from giellm.constraints.ebnf import layout_grammar
+    from giellm.inference.extractor import dataset_schema
+    from giellm.tasks import LabelSchema, get_task
+
+    if grammar_format not in ("gbnf", "ebnf"):
+        raise GiellmError(f"--format {grammar_format!r}: use gbnf or ebnf")
+    name = get_task(task).name
+    labels = LabelSchema() if schema is None else dataset_schema(schema, name)
+    if text is not None and not text:
+        raise GiellmError("--text: give a non-empty text, or leave it out")
+    sys.stdout.write(layout_grammar(name, labels, text))

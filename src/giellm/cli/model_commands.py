@@ -10,7 +10,7 @@ from typing import Annotated, Any
 import typer
 
 from giellm.errors import GiellmError
-from giellm.progress import err_console, record_progress
+from giellm.progress import logger, record_progress
 
 ModelOption = Annotated[
     Path | None,
@@ -76,6 +76,14 @@ def extract(
     task: Annotated[str, typer.Option("--task", "-t", help="TC SA NER RE EE PAS")],
     model: ModelOption = None,
     schema: SchemaOption = None,
+    labels: Annotated[
+        str | None,
+        typer.Option(
+            "--labels",
+            help="comma-separated subset of the task's labels to allow (e.g. 人名,地名); "
+            "restricts the model's set, cannot add to it",
+        ),
+    ] = None,
     constrain: ConstrainOption = True,
     batch_size: BatchOption = 64,
     max_new_tokens: MaxNewOption = None,
@@ -85,7 +93,7 @@ def extract(
 ) -> None:
     """Extract one task from text and print one JSON record per text."""
     from giellm.data.jsonl import dumps
-    from giellm.tasks import get_task
+    from giellm.tasks import get_task, restrict
 
     get_task(task)  # fail on a bad task before loading the model
     from giellm.schema import unpaired_surrogate
@@ -99,7 +107,10 @@ def extract(
     if not texts or not all(t.strip() for t in texts):
         raise GiellmError("give at least one non-empty text")
     extractor = _extractor(model, constrain, batch_size, device, max_new_tokens, backend, dtype)
-    for record in extractor.extract(texts, task=task, schema=schema):
+    chosen = extractor.schema(task, schema)
+    if labels is not None:
+        chosen = restrict(chosen, task, [label.strip() for label in labels.split(",")])
+    for record in extractor.extract(texts, task=task, schema=chosen):
         print(dumps(record))
 
 
@@ -138,7 +149,7 @@ def predict(
     job = PredictJob(input, output, from_format, task, schema, on_error, rejects)
     plan = plan_job(job)
     if plan.skipped:
-        err_console.print(
+        logger.warning(
             f"skipped {len(plan.skipped)} bad lines (first: {plan.skipped[0].error}); "
             f"see {job.rejects_path}"
         )
@@ -155,7 +166,7 @@ def predict(
         planned = [0]
 
         def resumed(done: int) -> None:
-            err_console.print(f"resuming after {done} records already in {partial_path(output)}")
+            logger.info(f"resuming after {done} records already in {partial_path(output)}")
             bar.update(records, completed=done)
 
         def window_progress(new: int, generated: int) -> None:
@@ -172,7 +183,7 @@ def predict(
             on_windows=window_progress,
         )
     seconds, stats = result.seconds, result.stats
-    err_console.print(
+    logger.info(
         f"wrote {len(plan.records)} predictions to {output} in {seconds:.1f} s "
         f"({result.predicted / seconds:.1f} rec/s, "
         f"{stats.generated_tokens / seconds:,.0f} generated tok/s; "
@@ -234,7 +245,7 @@ def train(
     if config is None and ("output_dir" not in settings or not settings.get("data")):
         raise GiellmError("give --config, or --output-dir and at least one --data")
     final = run(config_from_dict(settings, str(config or "flags")))
-    err_console.print(f"model saved to {final}")
+    logger.info(f"model saved to {final}")
 
 
 def _cases(spec: str | None) -> list[tuple[str, str]]:
@@ -316,7 +327,7 @@ def report(
 
             rows = run_cases(runners, chosen_cases, limit, track)
     written = write_report(output, rows, ours=ours_name(model), context=context | said)
-    err_console.print(f"wrote {written} ({len(rows)} rows)")
+    logger.info(f"wrote {written} ({len(rows)} rows)")
 
 
 def _self_test(extractor: Any) -> None:
@@ -383,3 +394,25 @@ def serve(
         max_queued_inputs=max_queued_inputs,
     )
     run_server(application, host=host, port=port, grace_seconds=grace_seconds)
+
+
+def export(
+    gguf: Annotated[Path, typer.Option("--gguf", help="the GGUF file to write (NAME.gguf)")],
+    model: ModelOption = None,
+    encoding: Annotated[
+        str, typer.Option(help="encoding of the merged weights: q8_0 or f16")
+    ] = "q8_0",
+) -> None:
+    """Write the model as one GGUF file for llama.cpp: its base with the adapter merged."""
+    from giellm.models.export import export_gguf
+
+    def shown(done: int, total: int) -> None:
+        if done == total or done % 50 == 0:
+            logger.info(f"export: {done}/{total} tensors written")
+
+    written = export_gguf(model, gguf, encoding=encoding, progress=shown)
+    logger.info(
+        f"wrote {written['output']}: {written['tensors_merged']} merged tensors "
+        f"({encoding}), {written['tensors_copied']} copied from the base, "
+        f"{written['bytes'] / 2**20:.0f} MiB"
+    )

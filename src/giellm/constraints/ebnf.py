@@ -89,8 +89,14 @@ def _span_rules(text: str) -> list[str]:
     return rules
 
 
-def layout_grammar(task: str, schema: LabelSchema, text: str) -> str:
-    """The EBNF grammar (root rule `root`) of every target `decode` accepts for this text."""
+# a span of an unknown text: any characters but a newline, separators escaped
+_OPEN_SPAN = r'span ::= ([^\\;,()#\n] | "\\" [\\;,()#])+'
+
+
+def layout_grammar(task: str, schema: LabelSchema, text: str | None) -> str:
+    """The EBNF grammar (root rule `root`) of every target `decode` accepts for this text;
+    with no text, spans may be any escaped string (a grammar for every input, for engines
+    that take one grammar per request such as llama.cpp's server)."""
     spec = get_task(task)
     label = _choice(schema.labels, escaped=False, empty=spec.family != "labels")
     rules = [f"label ::= {label}"]
@@ -105,6 +111,6 @@ def layout_grammar(task: str, schema: LabelSchema, text: str) -> str:
         f"evtype ::= {_choice(schema.event_types, escaped=True, empty=False)}",
         f"role ::= {_choice(schema.roles, escaped=True, empty=False)}",
         'arg ::= role ":" span marker?',
-        *_span_rules(text),
+        *(_span_rules(text) if text is not None else [_OPEN_SPAN]),
     ]
     return "\n".join([r'root ::= " "* "<" label ">" (item (";" item)*)?', *rules]) + "\n"

@@ -11,8 +11,9 @@ from pathlib import Path
 from giellm.data import jacred, jrte, ku, livedoor, mre_csv, stockmark
 from giellm.data.jsonl import read_jsonl
 from giellm.errors import GiellmError
+from giellm.families import project
 from giellm.schema import Example
-from giellm.tasks import LabelSchema, get_task, project
+from giellm.tasks import LabelSchema, get_task
 
 # every reader: (path, task, notes) -> records; `notes` counts what it had to leave out
 Reader = Callable[[Path, str, Counter[str]], Iterator[Example]]

@@ -35,9 +35,9 @@ from giellm.data.jsonl import (
 )
 from giellm.data.registry import get_format
 from giellm.errors import GiellmError
+from giellm.families import project
 from giellm.inference.extractor import Extractor, Prediction, Stats
 from giellm.schema import Example
-from giellm.tasks import project
 
 
 @dataclass(frozen=True)

@@ -6,8 +6,9 @@
 The factory is registered through the `spacy_factories` entry point, so `add_pipe("giellm")`
 works after `pip install giellm`. For each Doc it extracts its task from `doc.text` and sets:
 
-- `doc.ents`: the entities, as spans aligned to the Doc's tokens (replacing the entities earlier
-  components set, or with `overwrite_ents = false` kept beside them where they do not clash);
+- `doc.ents`: the entities, as spans aligned to the Doc's tokens, beside the entities earlier
+  components set (GiNZA's) where they do not clash, as spaCy's own entity ruler does: adding
+  giellm never leaves a pipeline with fewer entities; `overwrite_ents = true` replaces them;
 - `doc.spans[NAME]` (the component's name, "giellm" for the first): the entities that could
   not be `doc.ents` — edges inside a token
   (kept with `alignment_mode="expand"`: the smallest token span covering them) or overlapping
@@ -39,7 +40,7 @@ from spacy.util import filter_spans
 from giellm.errors import GiellmError
 from giellm.families import family_of
 from giellm.schema import Example, example_to_dict
-from giellm.tasks import get_task
+from giellm.tasks import get_task, restrict
 
 EXTENSION = "giellm"
 
@@ -52,7 +53,8 @@ EXTENSION = "giellm"
         "schema": None,
         "batch_size": 64,
         "constrain": True,
-        "overwrite_ents": True,
+        "overwrite_ents": False,
+        "labels": None,
         "max_new_tokens": None,
         "device": "cpu",
     },
@@ -67,11 +69,13 @@ def make_giellm(
     batch_size: int,
     constrain: bool,
     overwrite_ents: bool,
+    labels: list[str] | None,
     max_new_tokens: int | None,
     device: str,
 ) -> GiellmComponent:
     """The `giellm` factory: `model` is a giellm model directory or base name (None: the
-    shipped default), `schema` a dataset whose label sets constrain the output."""
+    shipped default), `schema` a dataset whose label sets constrain the output, `labels` a
+    subset of the task's labels to allow."""
     return GiellmComponent(
         name,
         task=task,
@@ -80,6 +84,7 @@ def make_giellm(
         batch_size=batch_size,
         constrain=constrain,
         overwrite_ents=overwrite_ents,
+        labels=labels,
         max_new_tokens=max_new_tokens,
         device=device,
     )
@@ -97,7 +102,8 @@ class GiellmComponent:
         schema: str | None = None,
         batch_size: int = 64,
         constrain: bool = True,
-        overwrite_ents: bool = True,
+        overwrite_ents: bool = False,
+        labels: list[str] | None = None,
         max_new_tokens: int | None = None,
         device: str = "cpu",
     ) -> None:
@@ -112,7 +118,6 @@ class GiellmComponent:
         if schema is not None:
             dataset_schema(schema, self.task)  # so does a schema without the task
         check_device(device)
-        self.schema = schema
         self.overwrite_ents = overwrite_ents
         self.pid = os.getpid()
         self.extractor = Extractor(
@@ -122,7 +127,9 @@ class GiellmComponent:
             batch_size=batch_size,
             max_new_tokens=max_new_tokens,
         )
-        self.labels = self.extractor.schema(self.task, schema).labels  # checks the schema too
+        chosen = self.extractor.schema(self.task, schema)  # checks the schema too
+        self.schema = chosen if labels is None else restrict(chosen, self.task, labels)
+        self.labels = self.schema.labels
         self.counts = {"docs": 0, "entities": 0, "misaligned": 0, "overlapping": 0}
         if not Doc.has_extension(EXTENSION):
             Doc.set_extension(EXTENSION, default=None)

@@ -9,6 +9,7 @@ and the adapter is merged for inference speed.
 from __future__ import annotations
 
 import json
+import logging
 import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -19,6 +20,8 @@ from giellm.models.bases import BaseSource, load_base, load_base_tokenizer, reso
 from giellm.models.integrity import check_model_dir, read_json_object
 from giellm.ranges import bounds, check_ranges, check_windows
 from giellm.tasks import LabelSchema
+
+logger = logging.getLogger(__name__)  # under "giellm": the CLI's --verbose shows it
 
 META_FILE = "giellm.json"
 PACKAGE_DIR = Path(__file__).resolve().parent.parent
@@ -241,11 +244,14 @@ def load_model(
     # tokenizers first: a 262k-piece one peaks at ~400 MB while loading, which then does not
     # stack on the weights' own peak
     where = resolved.path or source.name
+    logger.debug(f"base {source.name} ({source.kind}: {source.path}) in {torch_dtype} on {device}")
     try:
         tokenizer = resolved.load_tokenizer()
         lm = load_base(source, dtype=torch_dtype)
         if resolved.adapter is not None:
             from peft import PeftModel
+
+            logger.debug(f"adapter {resolved.path}, merged into the base")
 
             lm = PeftModel.from_pretrained(lm, resolved.path).merge_and_unload()
     except GiellmError:

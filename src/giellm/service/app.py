@@ -12,6 +12,7 @@ work starts.
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 import uuid
 from collections.abc import AsyncIterator, Hashable, Sequence
@@ -20,7 +21,7 @@ from typing import Any, cast
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from giellm.errors import GiellmError
 from giellm.inference.extractor import Completion, Extractor
@@ -33,8 +34,10 @@ from giellm.service.bodies import (
     CompletionRequest,
     ExtractRequest,
     ExtractResponse,
+    GenerationOptions,
     render_chat,
 )
+from giellm.tasks import LabelSchema, restrict
 
 MAX_WAIT_MS = 10_000.0  # the longest a request may wait for others to batch with
 
@@ -137,48 +140,126 @@ def _add_extract_route(app: FastAPI, extractor: Extractor, batcher: Batcher) -> 
     @app.post("/extract")
     async def extract(body: ExtractRequest, request: Request) -> ExtractResponse:
         texts = [body.texts] if isinstance(body.texts, str) else body.texts
-        extractor.schema(body.task, body.label_schema)  # refuse a schema without the task now
-        windows = [
-            (i, start, end)
-            for i, t in enumerate(texts)
-            for start, end in extractor.windows_of(t, body.task)
-        ]
-        key = ("extract", body.task, body.label_schema)
-        found = await _answer(request, batcher, key, [texts[i][s:e] for i, s, e in windows])
-        parts: list[list[tuple[int, Example]]] = [[] for _ in texts]
-        for (i, start, _), part in zip(windows, found, strict=True):
-            parts[i].append((start, part))
-        records = [
-            merge(Example(id=str(i), task=body.task, text=text), parts[i])
-            for i, text in enumerate(texts)
-        ]
+        schema = _schema(extractor, body.task, body.label_schema, body.labels)
+        records = await _extract(request, extractor, batcher, texts, body.task, schema)
         return ExtractResponse(records=[example_to_dict(r) for r in records])
+
+
+def _schema(
+    extractor: Extractor, task: str, name: str | None, labels: Sequence[str] | None
+) -> LabelSchema | str | None:
+    """The label sets a request asks for, checked now (a schema without the task, a label the
+    model lacks: 422 before any work); the dataset's name where no labels narrow it, so that
+    requests naming the same schema share batches."""
+    schema = extractor.schema(task, name)
+    return name if labels is None else restrict(schema, task, labels)
+
+
+async def _extract(
+    request: Request,
+    extractor: Extractor,
+    batcher: Batcher,
+    texts: Sequence[str],
+    task: str,
+    schema: LabelSchema | str | None,
+) -> list[Example]:
+    """One record per text: its windows batched with other requests' work, merged back."""
+    windows = [
+        (i, start, end) for i, t in enumerate(texts) for start, end in extractor.windows_of(t, task)
+    ]
+    key = ("extract", task, schema)
+    found = await _answer(request, batcher, key, [texts[i][s:e] for i, s, e in windows])
+    parts: list[list[tuple[int, Example]]] = [[] for _ in texts]
+    for (i, start, _), part in zip(windows, found, strict=True):
+        parts[i].append((start, part))
+    return [
+        merge(Example(id=str(i), task=task, text=text), parts[i]) for i, text in enumerate(texts)
+    ]
+
+
+def _openai_error(status: int, message: str, code: str, param: str | None = None) -> JSONResponse:
+    """An error as OpenAI's API writes it (the SDK reads `error.message`)."""
+    kind = "invalid_request_error" if status < 500 else "server_error"
+    error = {"message": message, "type": kind, "param": param, "code": code}
+    return JSONResponse({"error": error}, status_code=status)
+
+
+def _refusal(body: GenerationOptions, model_name: str) -> JSONResponse | None:
+    """A 404 for a model this server does not serve, a 400 for what it cannot do; else None."""
+    if body.model is not None and body.model != model_name:
+        message = f"The model `{body.model}` does not exist; this server serves `{model_name}`"
+        return _openai_error(404, message, "model_not_found", "model")
+    reason = body.unsupported()
+    if reason is not None:
+        return _openai_error(400, reason, "unsupported_parameter")
+    return None
 
 
 def _add_openai_routes(
     app: FastAPI, extractor: Extractor, batcher: Batcher, model_name: str
 ) -> None:
-    @app.post("/v1/completions")
-    async def completions(body: CompletionRequest, request: Request) -> dict[str, Any]:
+    @app.post("/v1/completions", response_model=None)
+    async def completions(body: CompletionRequest, request: Request) -> Any:
+        if (refused := _refusal(body, model_name)) is not None:
+            return refused
         prompts = [body.prompt] if isinstance(body.prompt, str) else body.prompt
         done: list[Completion] = await _answer(request, batcher, body.batch_key(), prompts)
         choices = [
             {"index": i, "text": c.text, "finish_reason": c.finish_reason, "logprobs": None}
             for i, c in enumerate(done)
         ]
-        return _envelope("cmpl", "text_completion", body.model or model_name, choices, done)
+        answer = _envelope("cmpl", "text_completion", model_name, choices, _usage(done))
+        return _streamed(answer, body) if body.stream else answer
 
-    @app.post("/v1/chat/completions")
-    async def chat(body: ChatRequest, request: Request) -> dict[str, Any]:
-        prompt = render_chat(body.messages, extractor.tokenizer)
-        done: list[Completion] = await _answer(request, batcher, body.batch_key(), [prompt])
-        message = {"role": "assistant", "content": done[0].text}
-        choices = [{"index": 0, "message": message, "finish_reason": done[0].finish_reason}]
-        return _envelope("chatcmpl", "chat.completion", body.model or model_name, choices, done)
+    @app.post("/v1/chat/completions", response_model=None)
+    async def chat(body: ChatRequest, request: Request) -> Any:
+        if (refused := _refusal(body, model_name)) is not None:
+            return refused
+        asked = body.task()
+        if asked is not None:
+            schema = _schema(extractor, asked.task, asked.label_schema, asked.labels)
+            text = body.last_user_text()
+            record = (await _extract(request, extractor, batcher, [text], asked.task, schema))[0]
+            content = json.dumps(example_to_dict(record), ensure_ascii=False)
+            finish, usage = "stop", None
+        else:
+            prompt = render_chat(body.messages, extractor.tokenizer)
+            done: list[Completion] = await _answer(request, batcher, body.batch_key(), [prompt])
+            content, finish, usage = done[0].text, done[0].finish_reason, _usage(done)
+        message = {"role": "assistant", "content": content}
+        choices = [{"index": 0, "message": message, "finish_reason": finish}]
+        answer = _envelope("chatcmpl", "chat.completion", model_name, choices, usage)
+        return _streamed(answer, body) if body.stream else answer
 
     @app.get("/v1/models")
     async def models() -> dict[str, Any]:
         return {"object": "list", "data": [{"id": model_name, "object": "model"}]}
+
+
+def _streamed(answer: dict[str, Any], body: GenerationOptions) -> StreamingResponse:
+    """A finished answer as OpenAI's Server-Sent Events: a chunk with each choice's text, one
+    with its finish reason, the usage where `stream_options.include_usage` asks, `[DONE]`.
+    Generation is batched, so the text comes whole rather than token by token."""
+    chat = answer["object"] == "chat.completion"
+    kind = "chat.completion.chunk" if chat else "text_completion"
+    head = {k: answer[k] for k in ("id", "created", "model")} | {"object": kind}
+    chunks = []
+    for choice in answer["choices"]:
+        index = choice["index"]
+        if chat:
+            delta = {"role": "assistant", "content": choice["message"]["content"]}
+            parts = [{"index": index, "delta": delta, "finish_reason": None}]
+            parts.append({"index": index, "delta": {}, "finish_reason": choice["finish_reason"]})
+        else:
+            last = {"text": "", "finish_reason": choice["finish_reason"]}
+            first = {"text": choice["text"], "finish_reason": None}
+            parts = [{"index": index, "logprobs": None} | part for part in (first, last)]
+        chunks += [head | {"choices": [part]} for part in parts]
+    if (body.stream_options or {}).get("include_usage"):
+        chunks.append(head | {"choices": [], "usage": answer["usage"]})
+    lines = [f"data: {json.dumps(c, ensure_ascii=False)}\n\n" for c in chunks]
+    lines.append("data: [DONE]\n\n")
+    return StreamingResponse(iter(lines), media_type="text/event-stream")
 
 
 class ClientGone(Exception):
@@ -219,7 +300,7 @@ def _usage(done: Sequence[Completion]) -> dict[str, int]:
 
 
 def _envelope(
-    prefix: str, kind: str, model: str, choices: list[dict[str, Any]], done: Sequence[Completion]
+    prefix: str, kind: str, model: str, choices: list[dict[str, Any]], usage: Any
 ) -> dict[str, Any]:
     return {
         "id": f"{prefix}-{uuid.uuid4().hex[:24]}",
@@ -227,7 +308,7 @@ def _envelope(
         "created": int(time.time()),
         "model": model,
         "choices": choices,
-        "usage": _usage(done),
+        "usage": usage,
     }
 
 

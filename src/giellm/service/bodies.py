@@ -11,11 +11,22 @@ from collections.abc import Sequence
 from typing import Annotated, Any, Literal
 
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from giellm.errors import GiellmError
 from giellm.schema import unpaired_surrogate
 from giellm.tasks import get_task
+
+
+def _task_name(value: str) -> str:
+    """A task's canonical name, or a validation error naming the known ones."""
+    try:
+        return get_task(value).name
+    except GiellmError as exc:
+        raise ValueError(str(exc)) from None
+
+
+TaskName = Annotated[str, AfterValidator(_task_name)]
 
 MAX_TEXTS = 256
 MAX_CHARS = 100_000  # per text: longer ones would hold the model for minutes
@@ -106,8 +117,9 @@ class ExtractRequest(Body):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
     texts: str | Annotated[list[str], Field(min_length=1, max_length=MAX_TEXTS)]
-    task: str
+    task: TaskName
     label_schema: str | None = Field(None, alias="schema")
+    labels: list[str] | None = None  # a subset of the task's labels (see `restrict`)
 
     @field_validator("texts", mode="after")
     @classmethod
@@ -120,14 +132,6 @@ class ExtractRequest(Body):
                     f"text {i} has {len(text):,} characters; the limit is {MAX_CHARS:,}"
                 )
         return value
-
-    @field_validator("task", mode="after")
-    @classmethod
-    def _known_task(cls, value: str) -> str:
-        try:
-            return get_task(value).name
-        except GiellmError as exc:
-            raise ValueError(str(exc)) from None
 
     @field_validator("label_schema", mode="after")
     @classmethod
@@ -155,6 +159,10 @@ class GenerationOptions(Body):
     max_tokens: int = Field(64, ge=1, le=2048)
     stop: str | list[str] | None = None
     temperature: float | None = None
+    stream: bool = False
+    stream_options: dict[str, Any] | None = None
+    n: int | None = Field(None, ge=1)
+    tools: list[Any] | None = None
 
     def batch_key(self) -> tuple[str, int, tuple[str, ...]]:
         """Requests with the same settings can share a generation batch."""
@@ -163,26 +171,91 @@ class GenerationOptions(Body):
         )
         return ("complete", self.max_tokens, tuple(stops))
 
+    def unsupported(self) -> str | None:
+        """Why this server cannot answer the request as OpenAI would, or None."""
+        if self.n is not None and self.n > 1:
+            return "n > 1 is not supported: decoding is greedy, every choice would be the same"
+        if self.tools:
+            return "tools are not supported: giellm extracts; ask for a task with `giellm`"
+        return None
+
 
 class CompletionRequest(GenerationOptions):
     prompt: str | Annotated[list[str], Field(min_length=1, max_length=MAX_TEXTS)]
 
 
+class TextPart(Body):
+    """One part of a message's content; only text parts exist for a text model."""
+
+    type: Literal["text"]
+    text: str
+
+
 class ChatMessage(Body):
-    role: Literal["system", "user", "assistant"]
-    content: str
+    role: Literal["system", "developer", "user", "assistant"]
+    content: str | list[TextPart]
+
+    @property
+    def text(self) -> str:
+        """The content as one string (parts joined, as OpenAI reads them)."""
+        if isinstance(self.content, str):
+            return self.content
+        return "".join(part.text for part in self.content)
+
+
+class TaskRequest(Body):
+    """The `giellm` extension of a chat body: run `task` on the last user message under the
+    layout grammar; `labels` restricts the task's labels to a subset of the model's."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    task: TaskName
+    label_schema: str | None = Field(None, alias="schema")
+    labels: list[str] | None = None
 
 
 class ChatRequest(GenerationOptions):
     messages: Annotated[list[ChatMessage], Field(min_length=1)]
+    response_format: dict[str, Any] | None = None
+    giellm: TaskRequest | None = None
+
+    def task(self) -> TaskRequest | None:
+        """The extraction asked for: the `giellm` field, or a `json_schema` response format
+        named after a task (`{"type": "json_schema", "json_schema": {"name": "NER", …}}`)."""
+        if self.giellm is not None:
+            return self.giellm
+        form = self.response_format or {}
+        if form.get("type") in (None, "text"):
+            return None
+        name = (form.get("json_schema") or {}).get("name")
+        if form.get("type") != "json_schema" or name is None:
+            raise GiellmError(
+                "response_format: giellm answers JSON for a task: use "
+                '{"type": "json_schema", "json_schema": {"name": TASK}} (TASK one of TC, SA, '
+                'NER, RE, EE, PAS) or the giellm field {"task": TASK}'
+            )
+        try:
+            return TaskRequest(task=name)
+        except ValueError as exc:
+            raise GiellmError(f"response_format.json_schema.name: {exc}") from None
+
+    def last_user_text(self) -> str:
+        for message in reversed(self.messages):
+            if message.role == "user" and message.text.strip():
+                return message.text
+        raise GiellmError("messages: a task needs a user message with the text to read")
 
 
 def render_chat(messages: Sequence[ChatMessage], tokenizer: Any) -> str:
-    """Messages as one prompt: the tokenizer's chat template, else contents one per line."""
+    """Messages as one prompt: the tokenizer's chat template (a developer message is the
+    system message of models that predate the role), else contents one per line."""
     if getattr(tokenizer, "chat_template", None):
-        dicts = [m.model_dump() for m in messages]
+        dicts = [
+            {"role": "system" if m.role == "developer" else m.role, "content": m.text}
+            for m in messages
+        ]
         rendered: str = tokenizer.apply_chat_template(
             dicts, tokenize=False, add_generation_prompt=True
         )
         return rendered
-    return "\n".join(m.content for m in messages) + "\n"
+    return "\n".join(m.text for m in messages) + "\n"

@@ -111,6 +111,12 @@ class TrainConfig:
     )
     pretrain: PretrainSettings | None = _help("LM pretraining stage (from scratch only)", None)
     lora: LoraSettings | None = _help("LoRA settings; null fine-tunes every weight", None)
+    init_adapter: str | None = _help(
+        "a LoRA adapter to start from instead of a fresh one (a model directory with "
+        "adapter_config.json, or `default`: the shipped default model): trains it further on "
+        "this mix; its rank and adapted modules must be `lora`'s",
+        None,
+    )
     total: int | None = _help(
         "records in the mix; default: sum of the pool sizes", None, within=bounds(least=1)
     )
@@ -173,10 +179,12 @@ class TrainConfig:
         "for Gemma 270M after ~2 minutes of compiling)",
         False,
     )
-    train_vocab: bool = _help(
-        "loss over the token ids of the training targets only (one small head matmul, "
-        "several times faster); false: over the whole vocabulary",
-        True,
+    loss_vocab: str = _help(
+        "the rows the loss ranks: targets (the token ids of the training targets: one small "
+        "head matmul, several times faster), whole (every vocabulary row, at the target "
+        "positions only), lm_head (the model's own head over every position: the path before "
+        "the training-vocabulary loss, and what several processes run)",
+        "targets",
     )
     seed: int = _help("seed for the model, the mix and the batch order", 0)
     log_every: int = _help("log the training loss every N steps", 10, within=bounds(least=1))
@@ -185,6 +193,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         check_ranges(self)
         check_windows(self.window_chars, self.window_overlap)
+        if self.init_adapter is not None and self.lora is None:
+            raise GiellmError("init_adapter: starts a LoRA run; set lora (the adapter's rank)")
         for name, choices in CHOICES.items():
             value = getattr(self, name)
             if value not in choices:
@@ -197,6 +207,7 @@ CHOICES = {
     "load_dtype": ("auto", "float32", "bfloat16", "float16"),
     "save_dtype": ("float32", "bfloat16", "float16"),
     "mixed_precision": ("auto", "no", "fp16", "bf16"),
+    "loss_vocab": ("targets", "whole", "lm_head"),
     "attn_implementation": (None, "eager", "sdpa", "flash_attention_2", "flex_attention"),
 }
 

@@ -34,16 +34,19 @@ class VocabularyHead:
     """Loss of a causal LM over the rows of a fixed output index.
 
     `index` lists the token ids the loss ranks (a target outside it is an error at training
-    time, and is skipped in dev loss). A frozen head's rows are gathered once; a trained one's
-    (full fine-tuning) every step, so its gradient reaches exactly those rows.
+    time, and is skipped in dev loss); None ranks every row (the whole-vocabulary loss, still
+    computed at the target positions only). A frozen head's rows are gathered once; a trained
+    one's (full fine-tuning) every step, so its gradient reaches exactly those rows.
     """
 
-    def __init__(self, model: Any, index: Sequence[int]) -> None:
+    def __init__(self, model: Any, index: Sequence[int] | None) -> None:
         import torch
 
         self.head = model.get_output_embeddings()
         vocab = self.head.weight.shape[0]
-        self.index = torch.tensor(list(index), dtype=torch.long)
+        self.whole = index is None
+        chosen = torch.arange(vocab) if index is None else torch.tensor(list(index))
+        self.index = chosen.long()
         if len(self.index) and int(self.index.max()) >= vocab:
             raise ValueError(f"token id {int(self.index.max())} is outside the vocabulary")
         self.position = torch.full((vocab,), IGNORE, dtype=torch.long)
@@ -54,6 +57,8 @@ class VocabularyHead:
         self._rows = None if self.head.weight.requires_grad else self._gather()
 
     def _gather(self) -> tuple[Any, Any]:
+        if self.whole:  # every row, in order: the head itself, no copy
+            return self.head.weight, self.bias
         weight = self.head.weight.index_select(0, self.index.to(self.head.weight.device))
         bias = None if self.bias is None else self.bias[self.index.to(self.bias.device)]
         return weight, bias

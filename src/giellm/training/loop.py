@@ -180,17 +180,23 @@ class _Loop:
                 "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
                 "allocator": active_allocator(),
                 "attention": getattr(model.config, "_attn_implementation", None),
+                "loss_vocab": "lm_head" if self.head is None else config.loss_vocab,
                 "output_index": None if self.head is None else len(self.head.index),
+                # an epoch's records and tokens: records/s over an epoch, from tokens/s
+                "train_records": len(train.ids),
+                "train_tokens": sum(len(row) for row in train.ids),
             }
         )
 
     def _vocabulary_head(self, train: Encoded, config: TrainConfig) -> VocabularyHead | None:
-        """The loss over the training vocabulary, where the body can be called unwrapped
-        (one process: no DDP or DeepSpeed engine whose forward hooks would be skipped)."""
-        if not config.train_vocab or self.acc.num_processes > 1:
+        """The loss over the training vocabulary (or every row, at the target positions only),
+        where the body can be called unwrapped (one process: no DDP or DeepSpeed engine whose
+        forward hooks would be skipped)."""
+        if config.loss_vocab == "lm_head" or self.acc.num_processes > 1:
             return None
         unwrapped = self.acc.unwrap_model(self.model)
-        return VocabularyHead(unwrapped, output_index(train.labels))
+        index = None if config.loss_vocab == "whole" else output_index(train.labels)
+        return VocabularyHead(unwrapped, index)
 
     def _loss(self, batch: dict[str, Any], *, strict: bool = True) -> Any:
         if self.head is None:
@@ -289,6 +295,7 @@ class _Loop:
                     "tokens_per_s": rate,
                     "elapsed": elapsed,  # seconds since this run (or resume) started
                     "records": self.records,
+                    "tokens": self.tokens,  # prompts and targets, padding not counted
                     "target_tokens": self.targets,
                     "padding": 1 - self.tokens / max(self.cells, 1),
                 }

@@ -124,6 +124,8 @@ def with_lora(model: Any, config: TrainConfig) -> Any:
         fan_in_fan_out=any(isinstance(m, Conv1D) for m in model.modules()),
     )
     model = get_peft_model(model, peft_config)
+    if config.init_adapter is not None:
+        load_adapter_weights(model, adapter_dir(config.init_adapter), peft_config)
     if mixed_precision(config) != "no":
         # peft casts each adapter's input to the adapter's float32 (a copy of every activation,
         # per adapted layer, per step); under autocast the matmul picks its dtype anyway
@@ -131,6 +133,40 @@ def with_lora(model: Any, config: TrainConfig) -> Any:
             if hasattr(module, "cast_input_dtype_enabled"):
                 module.cast_input_dtype_enabled = False
     return model
+
+
+def adapter_dir(name: str) -> Path:
+    """The folder of `init_adapter`: `default` is the shipped default model."""
+    from giellm.models.loading import DEFAULT_MODEL_DIR
+
+    folder = DEFAULT_MODEL_DIR if name == "default" else Path(name)
+    if not (folder / "adapter_config.json").is_file():
+        raise GiellmError(f"init_adapter: {folder} holds no LoRA adapter (adapter_config.json)")
+    return folder
+
+
+def load_adapter_weights(model: Any, folder: Path, wanted: Any) -> None:
+    """Start the fresh LoRA of `model` from the adapter in `folder`: same rank, scale and
+    adapted modules, or a clear error (a different shape would not load, a different scale
+    would silently change what the weights mean)."""
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    saved = json.loads((folder / "adapter_config.json").read_text(encoding="utf-8"))
+    for key, ours in (("r", wanted.r), ("lora_alpha", wanted.lora_alpha)):
+        if saved.get(key) != ours:
+            raise GiellmError(
+                f"init_adapter: {folder} has {key}={saved.get(key)!r}, this config {ours!r}; "
+                "set lora to the adapter's settings"
+            )
+    result = set_peft_model_state_dict(model, load_file(folder / "adapter_model.safetensors"))
+    missing = [k for k in result.missing_keys if "lora_" in k]
+    if result.unexpected_keys or missing:
+        names = (result.unexpected_keys or missing)[:3]
+        raise GiellmError(
+            f"init_adapter: {folder} adapts other modules than this config ({', '.join(names)} "
+            "…); set lora.target_modules to the adapter's"
+        )
 
 
 def run(config: TrainConfig, log: Log | None = None) -> Path:
@@ -217,8 +253,23 @@ def _run(config: TrainConfig, out: Path, log: Log, resume_from: Path | None) -> 
     )
     final = out / "final"
     save_model(model, tokenizer, final, config.save_dtype, meta)
+    if is_main_process():
+        write_card(config, final, out / "train_log.jsonl")
     log({"stage": "done", "model": str(final), "base": str(base)})
     return final
+
+
+def write_card(config: TrainConfig, folder: Path, log_file: Path) -> None:
+    """The model card (README.md) over peft's template: data and licenses, settings, time."""
+    from giellm.data.registry import LICENSES
+    from giellm.models.bases import PACKAGED
+    from giellm.training.card import model_card
+
+    log = list(iter_log(log_file)) if log_file.exists() else []
+    packaged = PACKAGED.get(config.base_model or "")
+    terms = packaged.license if packaged is not None else None
+    card = model_card(config, LICENSES, log, terms)
+    (folder / "README.md").write_text(card, encoding="utf-8")
 
 
 def _checkpoints(

@@ -79,13 +79,14 @@ def save_settings(config: TrainConfig, state: Path) -> None:
 
 def check_resumable(config: TrainConfig, state: Path) -> None:
     """Refuse to resume `state` under other settings than the run that saved it (a checkpoint
-    from before settings were kept resumes as it always did)."""
+    from before settings were kept resumes as it always did; a setting that only one of the two
+    versions of giellm has, renamed or new, is not compared)."""
     saved = state / SETTINGS_FILE
     if not saved.exists():
         return
     before = json.loads(saved.read_text(encoding="utf-8"))
     now = json.loads(json.dumps(settings_of(config), ensure_ascii=False, default=str))
-    changed = sorted(k for k in before.keys() | now.keys() if before.get(k) != now.get(k))
+    changed = sorted(k for k in before.keys() & now.keys() if before[k] != now[k])
     if changed:
         name = changed[0]
         raise GiellmError(

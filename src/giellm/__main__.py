@@ -1,0 +1,5 @@
+"""`python -m giellm …`: the `giellm` command."""
+
+from giellm.cli import main
+
+main()
