@@ -123,3 +123,37 @@ def test_embedded_model_is_used_without_model_and_finds_real_entities(
 
     report = score(gold, predictions)
     assert report.micro.tp > 0  # it really finds entities, not only well-formed output
+
+
+def test_labels_restrict_extract_and_predict_to_a_subset(data_dir: Path, tmp_path: Path) -> None:
+    """`--labels` on the default model: only the chosen types come out, and the person is found;
+    a label the model lacks or a file of several tasks is a one-line error."""
+    text = "ソフトバンクグループの孫正義会長は福岡市で記者会見を開いた。"
+    result = run_cli("extract", text, "--task", "NER", "--schema", "stockmark", "--labels", "人名")
+    assert result.returncode == 0, result.stderr
+    (record,) = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [(e["text"], e["type"]) for e in record["entities"]] == [("孫正義", "人名")]
+
+    unknown = run_cli("extract", text, "--task", "NER", "--schema", "stockmark", "--labels", "惑星")
+    assert unknown.returncode == 2 and unknown.stderr.count("\n") == 1
+    assert "惑星 not among the entity_types NER knows here" in unknown.stderr
+
+    gold = load("stockmark", "dev", "NER", data_dir)[:6]
+    small = tmp_path / "small.jsonl"
+    write_jsonl(small, gold)
+    pred = tmp_path / "pred.jsonl"
+    done = run_cli(
+        "predict", str(small), "-o", str(pred), "--schema", "stockmark", "--labels", "地名"
+    )
+    assert done.returncode == 0, done.stderr
+    types = {e.type for p in read_jsonl(pred) for e in p.entities}
+    assert types <= {"地名"}
+
+    mixed = tmp_path / "mixed.jsonl"
+    write_jsonl(mixed, [*gold[:2], *load("jrte", "dev", "SA", data_dir)[:2]])
+    refused = run_cli("predict", str(mixed), "-o", str(tmp_path / "m.jsonl"), "--labels", "地名")
+    assert refused.returncode == 2
+    assert (
+        "--labels restricts one task's labels" in refused.stderr and "give --task" in refused.stderr
+    )
+    assert not (tmp_path / "m.jsonl").exists()

@@ -10,6 +10,7 @@ import pytest
 
 from conftest import run_cli
 from giellm.data.registry import get_format, load
+from giellm.errors import GiellmError
 from giellm.evaluation.baselines.fewshot import (
     FewShotClient,
     chat_messages,
@@ -18,7 +19,13 @@ from giellm.evaluation.baselines.fewshot import (
 )
 from giellm.evaluation.baselines.ginza import MAPPINGS, GinzaNER
 from giellm.evaluation.metrics import score
-from giellm.evaluation.report import ablation_findings, comparisons, results_table, write_report
+from giellm.evaluation.report import (
+    ablation_findings,
+    comparisons,
+    pool_seeds,
+    results_table,
+    write_report,
+)
 from giellm.evaluation.systems import spread
 from giellm.inference.extractor import Extractor
 from giellm.service.app import create_app
@@ -95,14 +102,17 @@ def test_ablation_trains_each_variant_once_and_scores_its_cases(
             ),
         ],
     )
+    (tmp_path / "abl" / "split" / "seed0").mkdir(parents=True)  # killed before a checkpoint
+    (tmp_path / "abl" / "split" / "seed0" / "train_log.jsonl").write_text("{}\n")
     trained = train_variants(ablation)
     assert set(trained) == {"joint", "split"}
-    meta = json.loads((trained["split"] / "giellm.json").read_text(encoding="utf-8"))
+    (split,), (joint,) = trained["split"], trained["joint"]
+    meta = json.loads((split / "giellm.json").read_text(encoding="utf-8"))
     assert meta["schemas"]["NER"]["labels"] == []  # the split NER records carry no label
     assert meta["schemas"]["TC"]["labels"]
-    stamp = (trained["joint"] / "config.json").stat().st_mtime_ns
+    stamp = (joint / "config.json").stat().st_mtime_ns
     assert train_variants(ablation) == trained
-    assert (trained["joint"] / "config.json").stat().st_mtime_ns == stamp  # reused, not retrained
+    assert (joint / "config.json").stat().st_mtime_ns == stamp  # reused, not retrained
     rows = systems(ablation, trained)
     assert [r.supports("fkc", "NER") for r in rows] == [True, True]
     assert not rows[0].supports("stockmark", "NER")
@@ -150,7 +160,7 @@ def test_ablation_rows_get_their_own_table_and_ranking(tmp_path: Path) -> None:
         row("split", "ablation", 0.44),
     ]
     assert ablation_findings(rows[1:]) == [
-        "- fkc NER (f1): joint 0.240 > split 0.220; overall accuracy: joint 0.470, split 0.430."
+        "- fkc NER (overall accuracy): joint 0.470 > split 0.430; one seed each: no noise estimate."
     ]
     report = write_report(tmp_path, rows, ours="giellm", context={"limit": 100})
     text = report.read_text(encoding="utf-8")
@@ -158,6 +168,38 @@ def test_ablation_rows_get_their_own_table_and_ranking(tmp_path: Path) -> None:
     assert "| fkc | NER | giellm |" in main and "| fkc | NER | joint |" not in main
     assert "| fkc | NER | joint |" in ablation and "| fkc | NER | split |" in ablation
     assert (tmp_path / "ablation.png").exists()
+
+
+def test_ablation_seeds_are_pooled_and_a_gap_inside_their_spread_is_noise() -> None:
+    def row(system: str, seed: int, f1: float) -> dict[str, object]:
+        return {"system": system, "group": "ablation", "seed": seed, "dataset": "stockmark",
+                "task": "NER", "records": 10, "text_accuracy": None, "word_accuracy": 0.5,
+                "overall_accuracy": 0.5, "precision": f1, "recall": f1, "f1": f1,
+                "seconds": 1.0, "records_per_second": 10.0}  # fmt: skip
+
+    close = [row("mix", 0, 0.70), row("mix", 1, 0.74), row("alone", 0, 0.69), row("alone", 1, 0.72)]
+    pooled = pool_seeds(close)
+    assert [(p["system"], p["seeds"], p["spread"]) for p in pooled] == [
+        ("mix", 2, [0.70, 0.74]),
+        ("alone", 2, [0.69, 0.72]),
+    ]
+    assert pooled[0]["f1"] == pytest.approx(0.72) and pooled[0]["records_per_second"] == 10.0
+    (finding,) = ablation_findings(close)
+    assert finding == (
+        "- stockmark NER (f1): mix 0.720 (2 seeds: 0.700–0.740) > alone 0.705 (2 seeds: "
+        "0.690–0.720); mix vs alone: within the seeds' spread (noise)."
+    )
+    apart = [row("mix", 0, 0.80), row("mix", 1, 0.82), row("alone", 0, 0.69), row("alone", 1, 0.72)]
+    assert ablation_findings(apart)[0].endswith("mix is ahead of alone on every seed.")
+
+
+def test_ablation_settings_are_checked_before_anything_trains() -> None:
+    with pytest.raises(GiellmError, match="max_steps or as train_tokens"):
+        Ablation(base_model="gemma-3-270m", max_steps=10, train_tokens=1000)
+    with pytest.raises(GiellmError, match="train: seed is set by the ablation itself"):
+        Ablation(base_model="gemma-3-270m", max_steps=10, train={"seed": 3})
+    with pytest.raises(GiellmError, match="different seeds"):
+        Ablation(base_model="gemma-3-270m", max_steps=10, seeds=[1, 1])
 
 
 def test_report_command_writes_markdown_plots_and_json(tmp_path: Path) -> None:

@@ -112,6 +112,17 @@ def test_many_texts_in_one_request_and_text_level_tasks(server: Server, data_dir
     assert all(r["task"] == "TC" and r["label"] in labels for r in records)
 
 
+def test_labels_narrow_a_task_to_a_subset(server: Server) -> None:
+    text = "ソフトバンクグループの孫正義会長は福岡市で記者会見を開いた。"
+    body = {"texts": text, "task": "NER", "schema": "stockmark", "labels": ["地名"]}
+    response = httpx.post(f"{server.url}/extract", json=body, timeout=120)
+    assert response.status_code == 200, response.text
+    (record,) = response.json()["records"]
+    assert [(e["text"], e["type"]) for e in record["entities"]] == [("福岡市", "地名")]
+    refused = httpx.post(f"{server.url}/extract", json=body | {"labels": ["惑星"]}, timeout=30)
+    assert refused.status_code == 422 and "惑星" in refused.text
+
+
 @pytest.mark.parametrize(
     ("body", "status", "message"),
     [

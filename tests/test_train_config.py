@@ -25,10 +25,13 @@ def test_shipped_configs_load(path: Path) -> None:
 def test_shipped_ablation_config_loads() -> None:
     from giellm.training.ablation import load_ablation
 
-    ablation = load_ablation(CONFIGS[0].parent / "ablation.yaml")
-    assert ablation.max_steps > 0 and len(ablation.variants) >= 4
-    split = next(v for v in ablation.variants if v.label_task)
-    assert any(not d.text_label for d in split.data)
+    for name in ("ablation.yaml", "ablation-gemma.yaml"):
+        ablation = load_ablation(CONFIGS[0].parent / name)
+        assert (ablation.max_steps or ablation.train_tokens or 0) > 0
+        assert len(ablation.variants) >= 4
+        split = next(v for v in ablation.variants if v.label_task)
+        assert any(not d.text_label for d in split.data)
+    assert len(ablation.seeds) == 3 and ablation.train["lora"]["r"] >= 32
 
 
 def test_overrides_replace_top_level_keys(tmp_path: Path) -> None:
@@ -167,3 +170,17 @@ def test_two_pools_of_one_dataset_and_task_are_both_used(
     ]
     # 60 rows from the first file and 20 from the second, not 80 from the last pool alone
     assert [sum(tuple(r) in rows_of for r in rows) for rows_of in of] == [60, 20]
+
+
+def test_a_token_budget_sets_the_steps_from_the_mean_tokens_per_step() -> None:
+    from giellm.training.loop import Stage, steps_for
+
+    config = TrainConfig(output_dir="x", train_tokens=30_000)
+    budget = Stage("finetune", 1e-4, 8, 1.0, None, 30_000)
+    # 100 batches holding 10,000 tokens: 100 tokens a step, so 300 steps; 2 processes: 150
+    assert steps_for(budget, 100, 10_000, 1, config) == 300
+    assert steps_for(budget, 100, 10_000, 2, config) == 150
+    assert steps_for(Stage("finetune", 1e-4, 8, 2.0, None), 100, 10_000, 1, config) == 200
+    assert steps_for(Stage("finetune", 1e-4, 8, 2.0, 7), 100, 10_000, 1, config) == 7
+    with pytest.raises(GiellmError, match="train_tokens and max_steps"):
+        TrainConfig(output_dir="x", train_tokens=1000, max_steps=5)

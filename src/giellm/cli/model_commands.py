@@ -26,6 +26,14 @@ SchemaOption = Annotated[
     str | None,
     typer.Option("--schema", help="constrain to this dataset's label sets (default: the model's)"),
 ]
+LabelsOption = Annotated[
+    str | None,
+    typer.Option(
+        "--labels",
+        help="comma-separated subset of the task's labels to allow (e.g. 人名,地名); "
+        "restricts the model's set, cannot add to it",
+    ),
+]
 ConstrainOption = Annotated[
     bool, typer.Option("--constrain/--no-constrain", help="grammar-constrained decoding")
 ]
@@ -71,19 +79,16 @@ def _extractor(
     )
 
 
+def _label_list(labels: str) -> list[str]:
+    return [label.strip() for label in labels.split(",")]
+
+
 def extract(
     texts: Annotated[list[str], typer.Argument(help="text(s) to analyse; '-' reads stdin lines")],
     task: Annotated[str, typer.Option("--task", "-t", help="TC SA NER RE EE PAS")],
     model: ModelOption = None,
     schema: SchemaOption = None,
-    labels: Annotated[
-        str | None,
-        typer.Option(
-            "--labels",
-            help="comma-separated subset of the task's labels to allow (e.g. 人名,地名); "
-            "restricts the model's set, cannot add to it",
-        ),
-    ] = None,
+    labels: LabelsOption = None,
     constrain: ConstrainOption = True,
     batch_size: BatchOption = 64,
     max_new_tokens: MaxNewOption = None,
@@ -109,7 +114,7 @@ def extract(
     extractor = _extractor(model, constrain, batch_size, device, max_new_tokens, backend, dtype)
     chosen = extractor.schema(task, schema)
     if labels is not None:
-        chosen = restrict(chosen, task, [label.strip() for label in labels.split(",")])
+        chosen = restrict(chosen, task, _label_list(labels))
     for record in extractor.extract(texts, task=task, schema=chosen):
         print(dumps(record))
 
@@ -125,6 +130,7 @@ def predict(
         str | None, typer.Option("--task", "-t", help="task (default: each record's own)")
     ] = None,
     schema: SchemaOption = None,
+    labels: LabelsOption = None,
     constrain: ConstrainOption = True,
     batch_size: BatchOption = 64,
     max_new_tokens: MaxNewOption = None,
@@ -146,7 +152,8 @@ def predict(
     from giellm.data.jsonl import partial_path
     from giellm.inference.jobs import PredictJob, plan_job, run_job
 
-    job = PredictJob(input, output, from_format, task, schema, on_error, rejects)
+    chosen = None if labels is None else tuple(_label_list(labels))
+    job = PredictJob(input, output, from_format, task, schema, on_error, rejects, chosen)
     plan = plan_job(job)
     if plan.skipped:
         logger.warning(
@@ -308,13 +315,20 @@ def report(
     fewshot = FewShotOptions(fewshot_url, fewshot_model, shots, fewshot_mode)
     chosen_cases = _cases(cases)
     context: dict[str, Any] = {"limit": limit, "cases": [f"{d}:{t}" for d, t in chosen_cases]}
+    variants = []
+    if ablation is not None:  # trained (or found trained) before any system runs
+        from giellm.training.ablation import load_ablation, train_variants
+        from giellm.training.ablation import systems as ablation_systems
+
+        settings = load_ablation(ablation)
+        variants = ablation_systems(settings, train_variants(settings))
     with contextlib.ExitStack() as stack:
         runners, said = choose_systems(
             chosen,
             stack,
             model=model,
             also=others,
-            ablation=ablation,
+            trained=variants,
             fewshot=fewshot,
             local_extractor=lambda: _extractor(model, True, 16, "cpu", None),
         )

@@ -69,6 +69,7 @@ class GiellmSystem:
     cases: frozenset[tuple[str, str]] | None = None  # only these (dataset, task) pairs
     label_task: str | None = None  # a split-records model: the label comes from this task
     group: str = "main"  # "ablation" rows get their own table
+    seed: int | None = None  # an ablation run's seed: the report pools a variant's seeds
     _extractor: Any = None
 
     def supports(self, dataset: str, task: str) -> bool:
@@ -175,6 +176,7 @@ def evaluate_system(
     return {
         "system": system.name,
         "group": getattr(system, "group", "main"),
+        "seed": getattr(system, "seed", None),
         "dataset": dataset,
         "task": gold[0].task,
         **{
@@ -207,7 +209,7 @@ def choose_systems(
     *,
     model: Path | None = None,
     also: Sequence[tuple[str, Path]] = (),
-    ablation: Path | None = None,
+    trained: Sequence[System] = (),
     fewshot: FewShotOptions = FewShotOptions(),
     local_extractor: Callable[[], Extractor] | None = None,
 ) -> tuple[list[System], dict[str, Any]]:
@@ -224,12 +226,7 @@ def choose_systems(
     if "giellm" in chosen:
         runners.append(GiellmSystem(ours_name(model), model))
     runners += [GiellmSystem(name, directory) for name, directory in also]
-    if ablation is not None:
-        from giellm.training.ablation import load_ablation, train_variants
-        from giellm.training.ablation import systems as ablation_systems
-
-        settings = load_ablation(ablation)
-        runners += ablation_systems(settings, train_variants(settings))
+    runners += trained  # e.g. the ablation's variants (`training.ablation.systems`)
     if "ginza" in chosen:
         runners.append(GinzaSystem())
     context: dict[str, Any] = {}

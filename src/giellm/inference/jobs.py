@@ -36,8 +36,9 @@ from giellm.data.jsonl import (
 from giellm.data.registry import get_format
 from giellm.errors import GiellmError
 from giellm.families import project
-from giellm.inference.extractor import Extractor, Prediction, Stats
+from giellm.inference.extractor import Extractor, Prediction, Stats, dataset_schema
 from giellm.schema import Example
+from giellm.tasks import LabelSchema, restrict
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,7 @@ class PredictJob:
     schema: str | None = None  # None: the input format's, else the model's label sets
     on_error: str = "fail"  # fail (nothing written) or skip (bad lines go to `rejects`)
     rejects: Path | None = None  # default: OUT.rejects.jsonl
+    labels: tuple[str, ...] | None = None  # a subset of the one task's labels (`tasks.restrict`)
 
     @property
     def rejects_path(self) -> Path:
@@ -106,11 +108,27 @@ def plan_job(job: PredictJob) -> JobPlan:
         write_rejects(job.rejects_path, skipped)
     if not records:
         raise GiellmError(f"{job.input}: no records to predict")
+    tasks = sorted({r.task for r in records})
+    if job.labels is not None and len(tasks) > 1:
+        raise GiellmError(
+            f"--labels restricts one task's labels; {job.input} has {', '.join(tasks)}: "
+            "give --task, or predict each task's records apart"
+        )
     if not job.output.parent.is_dir():
         raise GiellmError(f"{job.output.parent}: output directory does not exist")
     # a dataset's own format implies its label sets
     schema = job.schema if job.schema is not None or not fmt.schemas else fmt.name
+    if job.labels is not None and schema is not None:  # known now: check before a model loads
+        restrict(dataset_schema(schema, tasks[0]), tasks[0], job.labels)
     return JobPlan(records, schema, skipped)
+
+
+def _label_schema(job: PredictJob, plan: JobPlan, extractor: Extractor) -> LabelSchema | str | None:
+    """The plan's schema, cut to the job's `labels` where it has them."""
+    if job.labels is None:
+        return plan.schema
+    task = plan.records[0].task
+    return restrict(extractor.schema(task, plan.schema), task, job.labels)
 
 
 def run_job(
@@ -130,7 +148,8 @@ def run_job(
         with job.output.open("w", encoding="utf-8") as stream:
             extractor = load()
             started = time.perf_counter()
-            _predict_into(stream, extractor, plan.records, plan.schema, on_record, on_windows)
+            schema = _label_schema(job, plan, extractor)
+            _predict_into(stream, extractor, plan.records, schema, on_record, on_windows)
         return JobResult(len(plan.records), 0, time.perf_counter() - started, extractor.stats)
     partial = partial_path(job.output)
     settings = {
@@ -139,6 +158,7 @@ def run_job(
         "from": job.from_format,
         "task": job.task,
         "schema": plan.schema,
+        "labels": None if job.labels is None else sorted(job.labels),
         **settings,
     }
     sink = open_locked(partial)
@@ -149,7 +169,8 @@ def run_job(
             on_resume(done)
         extractor = load()
         started = time.perf_counter()
-        _predict_into(sink, extractor, plan.records[done:], plan.schema, on_record, on_windows)
+        schema = _label_schema(job, plan, extractor)
+        _predict_into(sink, extractor, plan.records[done:], schema, on_record, on_windows)
         os.fsync(sink.fileno())
     except BaseException:
         with contextlib.suppress(OSError):  # a full disk fails the close too: keep the first
@@ -169,7 +190,7 @@ def _predict_into(
     sink: IO[str],
     extractor: Extractor,
     records: list[Example],
-    schema: str | None,
+    schema: LabelSchema | str | None,
     on_record: Callable[[Prediction], None] | None,
     on_windows: Callable[[int, int], None] | None,
 ) -> None:

@@ -124,6 +124,13 @@ class TrainConfig:
     max_steps: int | None = _help(
         "stop after this many steps (overrides epochs)", None, within=bounds(least=1)
     )
+    train_tokens: int | None = _help(
+        "stop after about this many training tokens (prompt + target, padding not counted): "
+        "the step count follows from an epoch's mean tokens per step, so runs on different "
+        "data see the same budget (overrides epochs; not with max_steps)",
+        None,
+        within=bounds(least=1),
+    )
     batch_size: int = _help("records per step (per device)", 16, within=bounds(least=1))
     batch_tokens: int | None = _help(
         "most tokens in one batch, padding included: batches of long rows get fewer rows "
@@ -195,6 +202,8 @@ class TrainConfig:
         check_windows(self.window_chars, self.window_overlap)
         if self.init_adapter is not None and self.lora is None:
             raise GiellmError("init_adapter: starts a LoRA run; set lora (the adapter's rank)")
+        if self.train_tokens is not None and self.max_steps is not None:
+            raise GiellmError("train_tokens and max_steps both set the run's length; give one")
         for name, choices in CHOICES.items():
             value = getattr(self, name)
             if value not in choices:

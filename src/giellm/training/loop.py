@@ -35,6 +35,7 @@ class Stage:
     batch_size: int
     epochs: float
     max_steps: int | None
+    train_tokens: int | None = None  # a token budget: sets the steps (see `steps_for`)
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,19 @@ class Checkpoints:
 
     save: Callable[[Any, int], Path]
     done: Callable[[Path], None]
+
+
+def steps_for(
+    stage: Stage, batches: int, epoch_tokens: int, processes: int, config: TrainConfig
+) -> int:
+    """Optimiser steps of a stage: `max_steps`, else the token budget at an epoch's mean tokens
+    per step, else `epochs` passes. Accelerate hands each of N processes every N-th batch."""
+    if stage.max_steps:
+        return stage.max_steps
+    per_epoch = math.ceil(batches / processes) / config.grad_accum  # steps per pass
+    if stage.train_tokens is not None:
+        return max(1, math.ceil(stage.train_tokens / epoch_tokens * per_epoch))
+    return max(1, math.ceil(per_epoch * stage.epochs))
 
 
 def target_loss(model: Any, batch: dict[str, Any]) -> Any:
@@ -153,10 +167,7 @@ class _Loop:
         self.lengths = [len(x) for x in train.ids]
         # accelerate hands each of N processes every N-th batch: an epoch is 1/N of them each
         batches = len(self._batches(0))
-        per_epoch = math.ceil(batches / acc.num_processes)
-        self.steps = stage.max_steps or max(
-            1, math.ceil(per_epoch * stage.epochs / config.grad_accum)
-        )
+        self.steps = steps_for(stage, batches, sum(self.lengths), acc.num_processes, config)
         self.params = [p for p in model.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(
             self.params, lr=stage.lr, weight_decay=config.weight_decay, fused=_fusable(self.params)

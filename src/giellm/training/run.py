@@ -46,9 +46,10 @@ BEST_FILE = "dev_figures.json"  # in best/: the step and figures that made it th
 def save_model(
     model: Any, tokenizer: Any, out: Path, dtype: str, meta: ModelMeta | None = None
 ) -> None:
+    """Save weights (a `dtype` copy; LoRA: the adapter), tokenizer and giellm metadata (last:
+    its presence marks a complete folder)."""
     import torch
 
-    """Save weights (a `dtype` copy; LoRA: the adapter), tokenizer and giellm metadata."""
     if not is_main_process():
         return
     out.mkdir(parents=True, exist_ok=True)
@@ -239,7 +240,10 @@ def _run(config: TrainConfig, out: Path, log: Log, resume_from: Path | None) -> 
         config.max_new_tokens,
         config.label_windows,
     )
-    stage = Stage("finetune", config.lr, config.batch_size, config.epochs, config.max_steps)
+    stage = Stage(
+        "finetune", config.lr, config.batch_size, config.epochs, config.max_steps,
+        config.train_tokens,
+    )  # fmt: skip
     model = fit(
         model,
         stage,
