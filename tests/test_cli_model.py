@@ -134,6 +134,14 @@ def test_labels_restrict_extract_and_predict_to_a_subset(data_dir: Path, tmp_pat
     (record,) = [json.loads(line) for line in result.stdout.splitlines()]
     assert [(e["text"], e["type"]) for e in record["entities"]] == [("孫正義", "人名")]
 
+    review = "部屋が広くて清潔で、スタッフの対応もとても親切でした。また泊まりたいです。"
+    scored = run_cli("extract", review, "--task", "SA", "--schema", "jrte", "--label-scores")
+    assert scored.returncode == 0, scored.stderr
+    (line,) = [json.loads(row) for row in scored.stdout.splitlines()]
+    assert set(line["label_scores"]) == {"ポジティブ", "ネガティブ", "ニュートラル"}
+    assert abs(sum(line["label_scores"].values()) - 1) < 1e-6
+    assert max(line["label_scores"], key=line["label_scores"].get) == line["label"] == "ポジティブ"
+
     unknown = run_cli("extract", text, "--task", "NER", "--schema", "stockmark", "--labels", "惑星")
     assert unknown.returncode == 2 and unknown.stderr.count("\n") == 1
     assert "惑星 not among the entity_types NER knows here" in unknown.stderr

@@ -104,12 +104,19 @@ def test_concurrent_requests_are_batched_and_each_gets_its_own_answer(
 def test_many_texts_in_one_request_and_text_level_tasks(server: Server, data_dir: Path) -> None:
     news = load("livedoor", "dev", "TC", data_dir)[:3]
     body = {"texts": [r.text for r in news], "task": "tc", "schema": "livedoor"}
-    response = httpx.post(f"{server.url}/extract", json=body, timeout=120)
+    response = httpx.post(f"{server.url}/extract", json=body | {"label_scores": True}, timeout=120)
     assert response.status_code == 200, response.text
-    records = response.json()["records"]
+    records, scores = response.json()["records"], response.json()["label_scores"]
     labels = get_format("livedoor").schema("TC").labels
     assert [r["text"] for r in records] == [r.text for r in news]
     assert all(r["task"] == "TC" and r["label"] in labels for r in records)
+    assert len(scores) == 3 and all(set(s) == labels for s in scores)
+    assert all(abs(sum(s.values()) - 1) < 1e-6 for s in scores)
+    # the greedy label is the most probable one (the shipped model is sure of these)
+    assert [max(s, key=s.__getitem__) for s in scores] == [r["label"] for r in records]
+    unlabelled = {"texts": "ソニーはソニー銀行を持つ。", "task": "RE", "label_scores": True}
+    refused = httpx.post(f"{server.url}/extract", json=unlabelled, timeout=30)
+    assert refused.status_code == 422 and "no closed label set" in refused.text
 
 
 def test_labels_narrow_a_task_to_a_subset(server: Server) -> None:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -89,6 +90,14 @@ def extract(
     model: ModelOption = None,
     schema: SchemaOption = None,
     labels: LabelsOption = None,
+    label_scores: Annotated[
+        bool,
+        typer.Option(
+            "--label-scores",
+            help="add each text-level label's probability (a closed label set: TC, SA, "
+            "fkc genres) as label_scores",
+        ),
+    ] = False,
     constrain: ConstrainOption = True,
     batch_size: BatchOption = 64,
     max_new_tokens: MaxNewOption = None,
@@ -98,6 +107,7 @@ def extract(
 ) -> None:
     """Extract one task from text and print one JSON record per text."""
     from giellm.data.jsonl import dumps
+    from giellm.schema import example_to_dict
     from giellm.tasks import get_task, restrict
 
     get_task(task)  # fail on a bad task before loading the model
@@ -115,8 +125,19 @@ def extract(
     chosen = extractor.schema(task, schema)
     if labels is not None:
         chosen = restrict(chosen, task, _label_list(labels))
-    for record in extractor.extract(texts, task=task, schema=chosen):
-        print(dumps(record))
+    if label_scores and not chosen.labels:
+        raise GiellmError(
+            f"--label-scores: {get_task(task).name} has no closed label set here; "
+            "give --schema (e.g. --schema livedoor)"
+        )
+    records = extractor.extract(texts, task=task, schema=chosen)
+    scores = extractor.label_scores(records, schema=chosen) if label_scores else None
+    for i, record in enumerate(records):
+        if scores is None:
+            print(dumps(record))
+        else:  # the record's keys, then its label distribution
+            line = example_to_dict(record) | {"label_scores": scores[i]}
+            print(json.dumps(line, ensure_ascii=False))
 
 
 def predict(

@@ -251,6 +251,53 @@ class Extractor:
 
     # --- internals ---------------------------------------------------------------------------
 
+    def label_scores(
+        self, records: Sequence[Example], schema: LabelSchema | str | None = None
+    ) -> list[dict[str, float]]:
+        """Per record, the model's probability of each label of its task's closed label set
+        (TC, SA; the genre of fkc NER records), summing to 1: each label's whole target start
+        `<label>` (with the end of sequence for label-only tasks) scored after the prompt,
+        normalised over the set, averaged over the windows the label is read from."""
+        import torch
+
+        from giellm.models.scoring import continuation_logprobs
+        from giellm.tasks import label_only
+
+        if self.model is None:
+            raise GiellmError("label scores need the transformers backend (--backend hf)")
+        eos = self.tokenizer.eos_token_id
+        pairs, owners, sets = [], [], []
+        for i, rec in enumerate(records):
+            labels = sorted(self.schema(rec.task, schema).labels or ())
+            if not labels:
+                raise GiellmError(
+                    f"record {rec.id!r}: {rec.task} has no closed label set here; give a "
+                    "schema (e.g. --schema livedoor) to score its labels"
+                )
+            ending = [eos] if label_only(rec.task) else []
+            targets = [
+                [*self.tokenizer(f"<{label}>", add_special_tokens=False)["input_ids"], *ending]
+                for label in labels
+            ]
+            for start, end in self.windows_of(rec.text, rec.task):
+                prompt = prompt_ids(self.tokenizer, rec.text[start:end], rec.task)
+                pairs += [(prompt, target) for target in targets]
+                owners.append(i)
+            sets.append(labels)
+        scores = continuation_logprobs(
+            self.model, pairs, pad_id=self.tokenizer.pad_token_id or eos, batch_size=16
+        )
+        totals = [torch.zeros(len(labels), dtype=torch.float64) for labels in sets]
+        offset = 0
+        for i in owners:  # one softmax per window over the set, then their mean
+            width = len(sets[i])
+            totals[i] += torch.tensor(scores[offset : offset + width]).softmax(-1)
+            offset += width
+        return [
+            dict(zip(labels, (total / total.sum()).tolist(), strict=True))
+            for labels, total in zip(sets, totals, strict=True)
+        ]
+
     def windows_of(self, text: str, task: str) -> list[tuple[int, int]]:
         """[start, end) of the windows the model reads of `text` for `task` (as in training:
         label-only tasks read the first `label_windows` only)."""

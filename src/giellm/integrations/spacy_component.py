@@ -13,7 +13,10 @@ works after `pip install giellm`. For each Doc it extracts its task from `doc.te
   not be `doc.ents` — edges inside a token
   (kept with `alignment_mode="expand"`: the smallest token span covering them) or overlapping
   another entity — counted in `component.counts`;
-- `doc.cats`: for a text-level label (TC, SA, …) 1.0 on the predicted label, 0.0 on the others;
+- `doc.cats`: for a closed set of text-level labels (TC, SA, fkc's genres) the model's
+  probability of each label (`Extractor.label_scores`: they sum to 1; the predicted label in
+  the record is the greedy one, nearly always the most probable); an open set: 1.0 on the one
+  predicted;
 - `doc._.giellm[NAME]`: the whole record in giellm's JSON form (relations, events, PAS too;
   None for a blank Doc), one key per giellm component in the pipeline: two components with one
   task (e.g. two NER models) never overwrite each other.
@@ -156,20 +159,29 @@ class GiellmComponent:
             ]
             predicted = self.extractor.predict(records, schema=self.schema)
             found = {p.example.id: p.example for p in predicted}
+            cats = {}
+            if self.labels:  # a closed label set: the model's distribution over it
+                scores = self.extractor.label_scores(records, schema=self.schema)
+                cats = {r.id: c for r, c in zip(records, scores, strict=True)}
             for i, doc in enumerate(chunk):
-                self.annotate(doc, found.get(str(i)))
+                self.annotate(doc, found.get(str(i)), cats.get(str(i)))
                 yield doc
 
-    def annotate(self, doc: Doc, record: Example | None) -> None:
-        """Set the Doc's entities, categories and extension from its giellm record (None for
-        a blank Doc: the extension says so, nothing else changes)."""
+    def annotate(
+        self, doc: Doc, record: Example | None, cats: dict[str, float] | None = None
+    ) -> None:
+        """Set the Doc's entities, categories (`cats`: each label's probability) and extension
+        from its giellm record (None for a blank Doc: the extension says so, nothing else
+        changes)."""
         self.counts["docs"] += 1
         if doc._.get(EXTENSION) is None:
             doc._.set(EXTENSION, {})
         doc._.get(EXTENSION)[self.name] = None if record is None else example_to_dict(record)
         if record is None:
             return
-        if self.labels:
+        if cats is not None:
+            doc.cats.update(cats)
+        elif self.labels:
             doc.cats.update({label: float(label == record.label) for label in self.labels})
         elif record.label is not None:  # an open label set: the one predicted
             doc.cats[record.label] = 1.0

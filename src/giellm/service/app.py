@@ -104,6 +104,10 @@ def _runner(extractor: Extractor) -> Any:
             task, label_schema = option, more
             records = [Example(id=str(i), task=task, text=t) for i, t in enumerate(inputs)]
             return [p.example for p in extractor.predict(records, schema=label_schema)]
+        if kind == "scores":  # whole texts: label_scores reads their label windows itself
+            task, label_schema = option, more
+            records = [Example(id=str(i), task=task, text=t) for i, t in enumerate(inputs)]
+            return extractor.label_scores(records, schema=label_schema)
         max_tokens, stop = option, more
         return extractor.complete(inputs, max_tokens=max_tokens, stop=stop)
 
@@ -141,8 +145,15 @@ def _add_extract_route(app: FastAPI, extractor: Extractor, batcher: Batcher) -> 
     async def extract(body: ExtractRequest, request: Request) -> ExtractResponse:
         texts = [body.texts] if isinstance(body.texts, str) else body.texts
         schema = _schema(extractor, body.task, body.label_schema, body.labels)
+        if body.label_scores and not extractor.schema(body.task, schema).labels:
+            raise GiellmError(
+                f"label_scores: {body.task} has no closed label set here; give a schema"
+            )
         records = await _extract(request, extractor, batcher, texts, body.task, schema)
-        return ExtractResponse(records=[example_to_dict(r) for r in records])
+        scores = None
+        if body.label_scores:
+            scores = await _answer(request, batcher, ("scores", body.task, schema), texts)
+        return ExtractResponse(records=[example_to_dict(r) for r in records], label_scores=scores)
 
 
 def _schema(

@@ -120,6 +120,7 @@ class ExtractRequest(Body):
     task: TaskName
     label_schema: str | None = Field(None, alias="schema")
     labels: list[str] | None = None  # a subset of the task's labels (see `restrict`)
+    label_scores: bool = False  # also each text-level label's probability, per text
 
     @field_validator("texts", mode="after")
     @classmethod
@@ -148,6 +149,7 @@ class ExtractRequest(Body):
 
 class ExtractResponse(BaseModel):
     records: list[dict[str, Any]]
+    label_scores: list[dict[str, float]] | None = None  # with "label_scores": true
 
 
 class GenerationOptions(Body):
