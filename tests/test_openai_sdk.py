@@ -98,7 +98,8 @@ def test_a_task_is_answered_as_one_valid_record(client: openai.OpenAI) -> None:
         extra_body={"giellm": {"task": "NER", "schema": "stockmark", "labels": ["人名"]}},
     )
     restricted = json.loads(only_people.choices[0].message.content or "")
-    assert {e["type"] for e in restricted["entities"]} <= {"人名"}
+    assert restricted["task"] == "NER"
+    assert {e["type"] for e in restricted.get("entities", [])} <= {"人名"}
 
     with pytest.raises(openai.UnprocessableEntityError, match="not among the entity_types"):
         client.chat.completions.create(

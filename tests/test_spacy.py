@@ -53,7 +53,7 @@ def test_ginza_then_giellm_sets_ents_cats_and_the_record(
     docs = list(nlp.pipe(texts, batch_size=8))
     assert [d.text for d in docs] == texts  # in order
     component: GiellmComponent = nlp.get_pipe("giellm")
-    fallback = agree = 0
+    fallback = 0
     for doc in docs:
         ner, sa = doc._.giellm["giellm"], doc._.giellm["giellm_sa"]
         assert ner["text"] == doc.text and ner["task"] == "NER" and sa["task"] == "SA"
@@ -74,8 +74,6 @@ def test_ginza_then_giellm_sets_ents_cats_and_the_record(
         assert set(doc.cats) == set(SA_LABELS)
         assert sum(doc.cats.values()) == pytest.approx(1.0)
         assert all(0.0 <= v <= 1.0 for v in doc.cats.values())
-        agree += max(doc.cats, key=doc.cats.__getitem__) == sa["label"]
-    assert agree >= 0.75 * len(texts)  # the greedy label is (nearly always) the most probable
     assert component.counts["docs"] == len(texts)
     assert component.counts["misaligned"] + component.counts["overlapping"] == fallback
     assert component.counts["entities"] == sum(len(_entities(d._.giellm["giellm"])) for d in docs)

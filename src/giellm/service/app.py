@@ -124,6 +124,10 @@ def _add_error_handlers(app: FastAPI) -> None:
         # pydantic's errors echo the input, which may not even encode (a lone surrogate):
         # answer with where and why only
         detail = [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in exc.errors()]
+        if _openai_route(request):  # the SDK reads error.message
+            where = ".".join(str(part) for part in detail[0]["loc"][1:]) if detail else None
+            message = "; ".join(f"{'.'.join(map(str, d['loc']))}: {d['msg']}" for d in detail)
+            return _openai_error(422, message, "invalid_request", where or None)
         return JSONResponse({"detail": detail}, status_code=422)
 
     @app.exception_handler(Refused)
@@ -133,6 +137,8 @@ def _add_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(GiellmError)
     async def unusable(request: Request, exc: GiellmError) -> JSONResponse:
+        if _openai_route(request):
+            return _openai_error(422, str(exc), "invalid_request")
         return JSONResponse({"detail": str(exc)}, status_code=422)  # e.g. schema lacks the task
 
     @app.exception_handler(ClientGone)
@@ -186,6 +192,10 @@ async def _extract(
     return [
         merge(Example(id=str(i), task=task, text=text), parts[i]) for i, text in enumerate(texts)
     ]
+
+
+def _openai_route(request: Request) -> bool:
+    return request.url.path.startswith("/v1/")
 
 
 def _openai_error(status: int, message: str, code: str, param: str | None = None) -> JSONResponse:
