@@ -97,7 +97,8 @@ def test_labels_restrict_the_entity_types(ginza: spacy.Language, texts: list[str
     ginza.add_pipe("giellm", name="people", config=config)
     try:
         for doc in ginza.pipe(texts):
-            assert {e["type"] for e in doc._.giellm["people"]["entities"]} <= {"人名"}
+            assert {e["type"] for e in doc._.giellm["people"].get("entities", [])} <= {"人名"}
+            assert {e.label_ for e in doc.ents} <= {"人名"}  # overwrite_ents: giellm's alone
         with pytest.raises(GiellmError, match="not among the entity_types"):
             ginza.add_pipe("giellm", name="planets", config=config | {"labels": ["惑星"]})
     finally:
