@@ -266,19 +266,32 @@ class Extractor:
         if self.model is None:
             raise GiellmError("label scores need the transformers backend (--backend hf)")
         eos = self.tokenizer.eos_token_id
+        by_task: dict[str, tuple[list[str], list[list[int]]]] = {}  # labels and their targets
+
+        def targets_of(task: str) -> tuple[list[str], list[list[int]]]:
+            if task not in by_task:
+                labels = sorted(self.schema(task, schema).labels or ())
+                ending = [eos] if label_only(task) else []
+                by_task[task] = (
+                    labels,
+                    [
+                        [
+                            *self.tokenizer(f"<{label}>", add_special_tokens=False)["input_ids"],
+                            *ending,
+                        ]
+                        for label in labels
+                    ],
+                )
+            return by_task[task]
+
         pairs, owners, sets = [], [], []
         for i, rec in enumerate(records):
-            labels = sorted(self.schema(rec.task, schema).labels or ())
+            labels, targets = targets_of(rec.task)
             if not labels:
                 raise GiellmError(
                     f"record {rec.id!r}: {rec.task} has no closed label set here; give a "
                     "schema (e.g. --schema livedoor) to score its labels"
                 )
-            ending = [eos] if label_only(rec.task) else []
-            targets = [
-                [*self.tokenizer(f"<{label}>", add_special_tokens=False)["input_ids"], *ending]
-                for label in labels
-            ]
             for start, end in self.windows_of(rec.text, rec.task):
                 prompt = prompt_ids(self.tokenizer, rec.text[start:end], rec.task)
                 pairs += [(prompt, target) for target in targets]

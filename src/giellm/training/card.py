@@ -42,6 +42,14 @@ def _commercial_note(licenses: Sequence[str | None]) -> str:
     return "Every pool allows commercial use on its license's terms (attribution, share-alike)."
 
 
+def _length(config: TrainConfig) -> str:
+    if config.max_steps:
+        return f"{config.max_steps} steps"
+    if config.train_tokens:
+        return f"{config.train_tokens:,} training tokens"
+    return f"{config.epochs:g} epochs"
+
+
 def model_card(
     config: TrainConfig,
     licenses: Mapping[str, str | None],
@@ -94,7 +102,7 @@ def model_card(
         "## Training",
         "",
         f"- base: `{config.base_model or 'tiny from scratch'}`{shape}",
-        f"- steps: {config.max_steps or f'{config.epochs:g} epochs'}, batch {config.batch_size}"
+        f"- length: {_length(config)}, batch {config.batch_size}"
         + (f" (at most {config.batch_tokens} tokens)" if config.batch_tokens else "")
         + f", lr {config.lr:g}, seed {config.seed}",
         f"- precision: {setup.get('mixed_precision', '?')}, {setup.get('threads', '?')} threads, "
