@@ -82,7 +82,7 @@ def test_budget_counts_each_rows_own_prompt(base_models: dict[str, Path], texts:
         max_tokens=50,
         batch_size=2,
         position_limit=limit,
-        on_done=lambda i, ids, ended: done.append(i),
+        on_done=lambda i, ids, ended, logprobs: done.append(i),
     )
     for ids, (row, ended) in zip(prompts, got, strict=True):
         assert len(ids) + len(row) <= limit

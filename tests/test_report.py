@@ -206,14 +206,14 @@ def test_report_command_writes_markdown_plots_and_json(tmp_path: Path) -> None:
     out = tmp_path / "report"
     result = run_cli(
         "report", "--systems", "giellm,ginza,fewshot", "--cases", "stockmark:NER,jrte:SA",
-        "--limit", "6", "--shots", "1", "-o", str(out),
+        "--limit", "6", "--shots", "1,2", "--fewshot-base", "tiny", "-o", str(out),
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     data = json.loads((out / "report.json").read_text(encoding="utf-8"))
     got = {(r["dataset"], r["system"]) for r in data["rows"]}
     assert got == {
         ("stockmark", "giellm"), ("stockmark", "GiNZA"), ("stockmark", "1-shot"),
-        ("jrte", "giellm"), ("jrte", "1-shot"),
+        ("stockmark", "2-shot"), ("jrte", "giellm"), ("jrte", "1-shot"), ("jrte", "2-shot"),
     }  # fmt: skip
     assert all(r["records"] == 6 for r in data["rows"])
     markdown = (out / "report.md").read_text(encoding="utf-8")
@@ -228,3 +228,5 @@ def test_report_rejects_unknown_systems_and_cases(tmp_path: Path) -> None:
     assert bad.returncode == 2 and "unknown bert" in bad.stderr
     bad = run_cli("report", "--cases", "stockmark", "-o", str(tmp_path))
     assert bad.returncode == 2 and "not DATASET:TASK" in bad.stderr
+    bad = run_cli("report", "--shots", "3,five", "-o", str(tmp_path))
+    assert bad.returncode == 2 and "--shots '3,five'" in bad.stderr

@@ -129,6 +129,20 @@ def test_labels_narrow_a_task_to_a_subset(server: Server) -> None:
     assert refused.status_code == 422 and "惑星" in refused.text
 
 
+def test_items_carry_scores_and_a_threshold_drops_low_ones(server: Server) -> None:
+    text = "ソフトバンクグループの孫正義会長は福岡市で記者会見を開いた。"
+    body = {"texts": text, "task": "NER", "schema": "stockmark"}
+    (record,) = httpx.post(f"{server.url}/extract", json=body, timeout=120).json()["records"]
+    scores = sorted(e["score"] for e in record["entities"])
+    assert scores and all(0 < s <= 1 for s in scores)
+    cut = scores[len(scores) // 2]
+    response = httpx.post(f"{server.url}/extract", json=body | {"threshold": cut}, timeout=120)
+    (kept,) = response.json()["records"]
+    assert kept.get("entities", []) == [e for e in record["entities"] if e["score"] >= cut]
+    refused = httpx.post(f"{server.url}/extract", json=body | {"threshold": 1.2}, timeout=30)
+    assert refused.status_code == 422 and "threshold" in refused.text
+
+
 @pytest.mark.parametrize(
     ("body", "status", "message"),
     [

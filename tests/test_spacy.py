@@ -193,3 +193,22 @@ def test_the_factory_is_found_through_its_entry_point() -> None:
     )
     record = json.loads(out.stdout)["giellm"]
     assert record["text"] == "とても楽しい旅行でした。" and record["label"] is not None
+
+
+def test_entity_spans_carry_scores_and_a_threshold_drops_low_ones(
+    ginza: spacy.Language, texts: list[str]
+) -> None:
+    nlp = spacy.load("ja_ginza", exclude=["ner"])  # giellm's entities alone, to compare
+    nlp.add_pipe("giellm", config={"task": "NER", "schema": "stockmark"})
+    docs = list(nlp.pipe(texts[:8]))
+    scored = [(s, s._.giellm_score) for d in docs for s in [*d.ents, *d.spans["giellm"]]]
+    assert scored and all(score is not None and 0 < score <= 1 for _, score in scored)
+    cut = sorted(score for _, score in scored)[len(scored) // 2]
+    strict = spacy.load("ja_ginza", exclude=["ner"])
+    strict.add_pipe("giellm", config={"task": "NER", "schema": "stockmark", "threshold": cut})
+    for doc, again in zip(docs, strict.pipe(texts[:8]), strict=True):
+        record, kept = doc._.giellm["giellm"], again._.giellm["giellm"]
+        expected = [e for e in record.get("entities", []) if e["score"] >= cut]
+        assert list(kept.get("entities", [])) == expected
+    with pytest.raises(GiellmError, match="threshold"):
+        GiellmComponent(task="NER", model="tiny", threshold=1.5)

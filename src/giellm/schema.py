@@ -7,7 +7,7 @@ one canonical order (by position) so that two records with the same content comp
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import (
     BaseModel,
@@ -62,16 +62,22 @@ class Span(_Record):
         return self
 
 
+# a prediction's confidence: the geometric mean of its tokens' probabilities (docs/format.md)
+Score = Annotated[float, Field(ge=0, le=1)]
+
+
 class Entity(Span):
     """A typed span (named entity, mention)."""
 
     type: str = Field(min_length=1)
+    score: Score | None = None
 
 
 class Argument(Span):
     """An event argument (or a predicate's case slot) filled by a span."""
 
     role: str = Field(min_length=1)
+    score: Score | None = None
 
 
 class Relation(_Record):
@@ -80,6 +86,7 @@ class Relation(_Record):
     head: Span
     type: str = Field(min_length=1)
     tail: Span
+    score: Score | None = None
 
 
 class Event(_Record):
@@ -88,6 +95,7 @@ class Event(_Record):
     trigger: Span
     type: str | None = None
     arguments: tuple[Argument, ...] = ()
+    score: Score | None = None
 
     @field_validator("arguments", mode="after")
     @classmethod
@@ -106,6 +114,7 @@ class Example(_Record):
     task: str = Field(min_length=1)
     text: str
     label: str | None = None
+    label_score: Score | None = None
     entities: tuple[Entity, ...] = ()
     relations: tuple[Relation, ...] = ()
     events: tuple[Event, ...] = ()
@@ -178,7 +187,7 @@ def example_to_dict(example: Example) -> dict[str, Any]:
     """The JSONL form: empty lists and null event types are left out, `label` is always there."""
     data = example.model_dump(exclude_defaults=True)
     data.setdefault("label", None)
-    order = ["id", "task", "text", "label", "entities", "relations", "events"]
+    order = ["id", "task", "text", "label", "label_score", "entities", "relations", "events"]
     return {key: data[key] for key in order if key in data}
 
 

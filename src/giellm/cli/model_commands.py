@@ -35,6 +35,16 @@ LabelsOption = Annotated[
         "restricts the model's set, cannot add to it",
     ),
 ]
+ThresholdOption = Annotated[
+    float | None,
+    typer.Option(
+        "--threshold",
+        min=0.0,
+        max=1.0,
+        help="leave out entities, relations and event arguments scored below it (each item "
+        "carries a score: its tokens' geometric-mean probability)",
+    ),
+]
 ConstrainOption = Annotated[
     bool, typer.Option("--constrain/--no-constrain", help="grammar-constrained decoding")
 ]
@@ -56,7 +66,7 @@ DtypeOption = Annotated[
 
 
 def _extractor(
-    model: Path | None,
+    model: Path | str | None,
     constrain: bool,
     batch_size: int,
     device: str,
@@ -98,6 +108,7 @@ def extract(
             "fkc genres) as label_scores",
         ),
     ] = False,
+    threshold: ThresholdOption = None,
     constrain: ConstrainOption = True,
     batch_size: BatchOption = 64,
     max_new_tokens: MaxNewOption = None,
@@ -130,7 +141,7 @@ def extract(
             f"--label-scores: {get_task(task).name} has no closed label set here; "
             "give --schema (e.g. --schema livedoor)"
         )
-    records = extractor.extract(texts, task=task, schema=chosen)
+    records = extractor.extract(texts, task=task, schema=chosen, threshold=threshold)
     scores = extractor.label_scores(records, schema=chosen) if label_scores else None
     for i, record in enumerate(records):
         if scores is None:
@@ -152,6 +163,7 @@ def predict(
     ] = None,
     schema: SchemaOption = None,
     labels: LabelsOption = None,
+    threshold: ThresholdOption = None,
     constrain: ConstrainOption = True,
     batch_size: BatchOption = 64,
     max_new_tokens: MaxNewOption = None,
@@ -174,7 +186,7 @@ def predict(
     from giellm.inference.jobs import PredictJob, plan_job, run_job
 
     chosen = None if labels is None else tuple(_label_list(labels))
-    job = PredictJob(input, output, from_format, task, schema, on_error, rejects, chosen)
+    job = PredictJob(input, output, from_format, task, schema, on_error, rejects, chosen, threshold)
     plan = plan_job(job)
     if plan.skipped:
         logger.warning(
@@ -248,6 +260,13 @@ def train(
     resume: Annotated[
         bool, typer.Option("--resume", help="continue a killed run from its newest checkpoint")
     ] = False,
+    ablation: Annotated[
+        Path | None,
+        typer.Option(
+            help="train every run of an MRE ablation config not trained yet "
+            "(configs/ablation-gemma.yaml); `giellm report --ablation` then scores them"
+        ),
+    ] = None,
 ) -> None:
     """Fine-tune a causal LM on a multi-task mix (LoRA or full); see configs/ for examples.
 
@@ -258,6 +277,16 @@ def train(
     from giellm.training.config import apply_flags, config_from_dict, read_yaml
     from giellm.training.run import run
 
+    if ablation is not None:
+        if config is not None or data or ctx.args:
+            raise GiellmError("--ablation takes its settings from its file: no other options")
+        from giellm.training.ablation import load_ablation, train_variants
+
+        plan = load_ablation(ablation)
+        trained = train_variants(plan)
+        runs = sum(map(len, trained.values()))
+        logger.info(f"{runs} ablation runs trained, in {plan.output_dir}")
+        return
     settings: dict[str, Any] = {} if config is None else read_yaml(config)
     if not isinstance(settings, dict):
         raise GiellmError(f"{config}: expected a mapping, got {type(settings).__name__}")
@@ -316,8 +345,17 @@ def report(
         typer.Option(help="OpenAI-compatible base URL (…/v1); default: a local giellm server"),
     ] = None,
     fewshot_model: Annotated[str, typer.Option(help="model name sent to the endpoint")] = "giellm",
-    shots: Annotated[int, typer.Option(help="in-context examples per query")] = 3,
+    shots: Annotated[
+        str, typer.Option(help="in-context examples per query: one few-shot row per number")
+    ] = "3,5",
     fewshot_mode: Annotated[str, typer.Option(help="chat or completions")] = "chat",
+    fewshot_base: Annotated[
+        str,
+        typer.Option(
+            help="the model the local few-shot server runs (default: the untuned base; "
+            "'default': the shipped model)"
+        ),
+    ] = "gemma-3-270m",
 ) -> None:
     """Run systems on shared dev splits; write a Markdown report with tables, plots and JSON."""
     import contextlib
@@ -333,7 +371,14 @@ def report(
         if not directory:
             raise GiellmError(f"--also: {entry!r} is not NAME=DIR")
         others.append((name, Path(directory)))
-    fewshot = FewShotOptions(fewshot_url, fewshot_model, shots, fewshot_mode)
+    try:
+        counts = tuple(int(k) for k in shots.split(","))
+    except ValueError:
+        raise GiellmError(f"--shots {shots!r}: expected numbers such as 3,5") from None
+    if not counts or min(counts) < 0:
+        raise GiellmError(f"--shots {shots!r}: expected numbers such as 3,5")
+    base = None if fewshot_base == "default" else fewshot_base
+    fewshot = FewShotOptions(fewshot_url, fewshot_model, counts, fewshot_mode, base)
     chosen_cases = _cases(cases)
     context: dict[str, Any] = {"limit": limit, "cases": [f"{d}:{t}" for d, t in chosen_cases]}
     variants = []
@@ -351,7 +396,7 @@ def report(
             also=others,
             trained=variants,
             fewshot=fewshot,
-            local_extractor=lambda: _extractor(model, True, 16, "cpu", None),
+            local_extractor=lambda base: _extractor(base, True, 16, "cpu", None),
         )
 
         with record_progress(transient=False) as bar:

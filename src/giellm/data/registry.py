@@ -119,6 +119,19 @@ FORMATS: dict[str, DatasetFormat] = {
             ("livedoor_news",),
         ),
         DatasetFormat(
+            "livedoor-joint",
+            "livedoor categories + silver stockmark entities (unified JSONL; "
+            "scripts/livedoor_joint.py builds it)",
+            ("TC", "NER"),
+            _read_unified,
+            {
+                "TC": LabelSchema.of(labels=livedoor.CATEGORIES),
+                "NER": LabelSchema.of(
+                    labels=livedoor.CATEGORIES, entity_types=stockmark.ENTITY_TYPES
+                ),
+            },
+        ),
+        DatasetFormat(
             "jrte",
             "JRTE sentiment polarity (TSV)",
             jrte.TASKS,

@@ -70,6 +70,7 @@ class GiellmSystem:
     label_task: str | None = None  # a split-records model: the label comes from this task
     group: str = "main"  # "ablation" rows get their own table
     seed: int | None = None  # an ablation run's seed: the report pools a variant's seeds
+    schema: str | None = None  # label sets to ask under; default: the case's dataset
     _extractor: Any = None
 
     def supports(self, dataset: str, task: str) -> bool:
@@ -86,15 +87,30 @@ class GiellmSystem:
             from giellm.inference.extractor import Extractor
 
             self._extractor = Extractor(self.model, batch_size=self.batch_size)
-        found = self._extractor.predict(records, schema=dataset, on_record=lambda _: advance())
-        predicted = [p.example for p in found]
+        schema = self.schema or dataset
         if self.label_task is None:
-            return predicted
+            found = self._extractor.predict(records, schema=schema, on_record=lambda _: advance())
+            return [p.example for p in found]
+        # a split-records or joint model: the label comes from another task's output, and a
+        # label-only case (TC, SA) needs nothing else
+        only = all(label_only(r.task) for r in records)
         asked = [r.model_copy(update={"task": self.label_task}) for r in records]
-        labels = [p.example.label for p in self._extractor.predict(asked, schema=dataset)]
+        tick = (lambda _: advance()) if only else None
+        labels = [
+            p.example.label for p in self._extractor.predict(asked, schema=schema, on_record=tick)
+        ]
+        if only:
+            found = asked  # the gold of a label-only record is its label alone
+        else:
+            found = [
+                p.example
+                for p in self._extractor.predict(
+                    records, schema=schema, on_record=lambda _: advance()
+                )
+            ]
         return [
-            p.model_copy(update={"label": label})
-            for p, label in zip(predicted, labels, strict=True)
+            p.model_copy(update={"label": label, "task": r.task})
+            for p, r, label in zip(found, records, labels, strict=True)
         ]
 
 
@@ -192,12 +208,14 @@ def evaluate_system(
 @dataclass(frozen=True)
 class FewShotOptions:
     """The few-shot baseline: an OpenAI-compatible endpoint, or (url None) a giellm server of
-    the compared model started on loopback for the run."""
+    `base` (the untuned base: in-context prompting versus fine-tuning, as the paper compares)
+    started on loopback for the run; one system per number of shots."""
 
     url: str | None = None
     model: str = "giellm"
-    shots: int = 3
+    shots: tuple[int, ...] = (3, 5)
     mode: str = "chat"
+    base: str | None = "gemma-3-270m"
 
 
 SYSTEM_NAMES = ("giellm", "ginza", "fewshot")
@@ -211,7 +229,7 @@ def choose_systems(
     also: Sequence[tuple[str, Path]] = (),
     trained: Sequence[System] = (),
     fewshot: FewShotOptions = FewShotOptions(),
-    local_extractor: Callable[[], Extractor] | None = None,
+    local_extractor: Callable[[str | None], Extractor] | None = None,
 ) -> tuple[list[System], dict[str, Any]]:
     """The systems to run (a local few-shot server stays up until `stack` closes) and what the
     report should say about them."""
@@ -237,12 +255,13 @@ def choose_systems(
             from giellm.service.app import create_app
             from giellm.service.server import background_server
 
-            local = (local_extractor or (lambda: Extractor(model, batch_size=16)))()
-            url = stack.enter_context(background_server(create_app(local))) + "/v1"
+            load = local_extractor or (lambda base: Extractor(base, batch_size=16))
+            url = stack.enter_context(background_server(create_app(load(fewshot.base)))) + "/v1"
         mode: Mode = "chat" if fewshot.mode == "chat" else "completions"
-        name = f"{fewshot.shots}-shot"
-        runners.append(FewShotSystem(url, fewshot.model, k=fewshot.shots, mode=mode, name=name))
-        served = "a local giellm server on loopback, same model" if fewshot.url is None else url
+        for k in fewshot.shots:
+            runners.append(FewShotSystem(url, fewshot.model, k=k, mode=mode, name=f"{k}-shot"))
+        served = f"a local giellm server on loopback running {fewshot.base or 'the default'}"
+        served = served if fewshot.url is None else url
         context["few-shot endpoint"] = f"{served} ({fewshot.mode}, model {fewshot.model})"
     return runners, context
 

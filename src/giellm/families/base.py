@@ -28,9 +28,16 @@ class Reading:
     text: str
     schema: LabelSchema
     dropped: list[str] = field(default_factory=list)
+    # generated piece (an item, an event argument) -> the scores of its occurrences, in order
+    scores: dict[str, list[float]] = field(default_factory=dict)
 
     def drop(self, item: str, why: str) -> None:
         self.dropped.append(f"{why}: {item!r}")
+
+    def score_of(self, piece: str) -> float | None:
+        """The score of the next use of a generated piece (None when decoding unscored text)."""
+        queue = self.scores.get(piece)
+        return queue.pop(0) if queue else None
 
 
 def allowed(value: str, values: frozenset[str] | None) -> bool:

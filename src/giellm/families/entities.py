@@ -26,6 +26,7 @@ class Entities:
     def decode(self, items: list[str], reading: Reading) -> dict[str, Any]:
         placer, out = entity_placer(reading.text), []
         for item in items:
+            score = reading.score_of(item)  # taken first: every occurrence uses up its own
             parts = split_unescaped(item, ":", 1)
             if len(parts) < 2:
                 reading.drop(item, "no type")
@@ -38,7 +39,7 @@ class Entities:
             if span is None:
                 reading.drop(item, "span not in text")
                 continue
-            out.append(Entity(type=etype, **span.model_dump()))
+            out.append(Entity(type=etype, score=score, **span.model_dump()))
         return {"entities": out}
 
     def metric_items(self, example: Example) -> Iterator[Item]:

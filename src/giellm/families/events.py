@@ -60,6 +60,7 @@ class Events:
         return {"events": [ev for ev in found if ev is not None]}
 
     def _event(self, item: str, reading: Reading, triggers: Placer, args: Placer) -> Event | None:
+        score = reading.score_of(item)  # taken first: every occurrence uses up its own
         opens = unescaped_positions(item, "(")
         head, inner = (item[: opens[0]], item[opens[0] + 1 :]) if opens else (item, "")
         closes = unescaped_positions(inner, ")")
@@ -80,12 +81,13 @@ class Events:
             reading.drop(item, "trigger not in text")
             return None
         arguments = self._arguments(inner, trigger.start, reading, args)
-        return Event(trigger=trigger, type=etype, arguments=tuple(arguments))
+        return Event(trigger=trigger, type=etype, arguments=tuple(arguments), score=score)
 
     @staticmethod
     def _arguments(inner: str, anchor: int, reading: Reading, args: Placer) -> list[Argument]:
         arguments: list[Argument] = []
         for raw in split_unescaped(inner, ",") if inner.strip() else []:
+            score = reading.score_of(raw)
             parts = split_unescaped(raw, ":", 1)
             role = unescape(parts[0]).strip() if len(parts) == 2 else ""
             if not role or not allowed(role, reading.schema.roles):
@@ -95,11 +97,10 @@ class Events:
             if span is None:
                 reading.drop(raw, "argument not in text")
                 continue
-            argument = Argument(role=role, **span.model_dump())
-            if argument in arguments:  # small models loop: `ガ:トヨタ` 21 times
-                reading.drop(raw, "repeated argument")
+            if any((a.role, a.start, a.end) == (role, span.start, span.end) for a in arguments):
+                reading.drop(raw, "repeated argument")  # small models loop: `ガ:トヨタ` 21 times
                 continue
-            arguments.append(argument)
+            arguments.append(Argument(role=role, score=score, **span.model_dump()))
         return arguments
 
     def metric_items(self, example: Example) -> Iterator[Item]:

@@ -38,6 +38,7 @@ class Relations:
         heads, tails = _placers(reading.text)
         out = []
         for item in items:
+            score = reading.score_of(item)  # taken first: every occurrence uses up its own
             parts = split_unescaped(item, ",")
             if len(parts) != 3:
                 reading.drop(item, "not head,relation,tail")
@@ -50,7 +51,7 @@ class Relations:
             if head is None or tail is None:
                 reading.drop(item, "span not in text")
                 continue
-            out.append(Relation(head=head, type=rtype, tail=tail))
+            out.append(Relation(head=head, type=rtype, tail=tail, score=score))
         return {"relations": out}
 
     def metric_items(self, example: Example) -> Iterator[Item]:

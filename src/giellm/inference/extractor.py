@@ -18,8 +18,9 @@ from typing import Any
 from giellm.constraints.automaton import VocabIndex
 from giellm.data.registry import get_format
 from giellm.errors import GiellmError
-from giellm.inference.backends import Backend, Layout, Rows, open_backend
+from giellm.inference.backends import Backend, Layout, OnDone, Rows, open_backend
 from giellm.layout.format import decode
+from giellm.layout.scores import Scorer, at_least, check_threshold, scorer, token_spans
 from giellm.layout.windows import merge, task_window_bounds
 from giellm.models.loading import check_device
 from giellm.models.sequences import prompt_ids
@@ -161,6 +162,14 @@ class Extractor:
             self._trie = VocabIndex(token_bytes(self.tokenizer), self.tokenizer.eos_token_id)
         return self._trie
 
+    def _scorer(self, ids: Sequence[int], logprobs: list[float] | None) -> Scorer | None:
+        """Scores over the generated text of `ids` (see `giellm.layout.scores`), if it has any."""
+        if logprobs is None:
+            return None
+        pieces = self.trie.pieces
+        spans = token_spans([(pieces[t] or b"") if t < len(pieces) else b"" for t in ids])
+        return None if spans is None else scorer(spans, logprobs)
+
     def text_of(self, ids: Sequence[int]) -> str:
         """The text of generated ids: the bytes the grammar checked, special tokens left out.
 
@@ -189,14 +198,19 @@ class Extractor:
         return self.meta.schemas.get(name, LabelSchema())
 
     def extract(
-        self, texts: str | Sequence[str], task: str, schema: LabelSchema | str | None = None
+        self,
+        texts: str | Sequence[str],
+        task: str,
+        schema: LabelSchema | str | None = None,
+        threshold: float | None = None,
     ) -> list[Example]:
-        """Extract `task` from each text; returns one record per text (ids "0", "1", …)."""
+        """Extract `task` from each text; returns one record per text (ids "0", "1", …).
+        Items scored below `threshold` are left out (see `giellm.layout.scores`)."""
         if isinstance(texts, str):
             texts = [texts]
         name = get_task(task).name
         records = [Example(id=str(i), task=name, text=t) for i, t in enumerate(texts)]
-        return [p.example for p in self.predict(records, schema=schema)]
+        return [p.example for p in self.predict(records, schema=schema, threshold=threshold)]
 
     def predict(
         self,
@@ -206,17 +220,20 @@ class Extractor:
         chunk: int = 256,
         on_record: Callable[[Prediction], None] | None = None,
         on_windows: Callable[[int, int], None] | None = None,
+        threshold: float | None = None,
     ) -> Iterator[Prediction]:
         """Predictions for `records` (their gold fields are ignored), lazily and in order.
 
         `on_windows(planned, generated)` follows the work inside long records: once per chunk
-        with the windows it was cut into, then after every generated batch.
+        with the windows it was cut into, then after every generated batch. Items scored below
+        `threshold` are left out.
         """
         if chunk < 1:
             raise GiellmError(f"chunk must be at least 1, not {chunk}")
+        check_threshold(threshold)
         it = iter(records)
         while batch := list(islice(it, chunk)):
-            yield from self._predict_chunk(batch, schema, on_windows, on_record)
+            yield from self._predict_chunk(batch, schema, on_windows, on_record, threshold)
 
     def complete(
         self, prompts: Sequence[str], *, max_tokens: int = 64, stop: Sequence[str] = ()
@@ -333,6 +350,7 @@ class Extractor:
         schema: LabelSchema | str | None,
         on_windows: Callable[[int, int], None] | None = None,
         on_record: Callable[[Prediction], None] | None = None,
+        threshold: float | None = None,
     ) -> list[Prediction]:
         """Predictions for `records`, each handed to `on_record` as soon as it and every
         record before it are done (windows run longest first), so a killed job keeps them."""
@@ -347,10 +365,14 @@ class Extractor:
         truncated = [0] * len(records)
         out: list[Prediction] = []
 
-        def window_done(index: int, row: list[int], ended: bool) -> None:
+        def window_done(
+            index: int, row: list[int], ended: bool, logprobs: list[float] | None
+        ) -> None:
             w = ordered[index]
             self.stats.generated_tokens += len(row)
-            decoded = decode(self.text_of(row), w.source, schemas[w.source.task])
+            decoded = decode(
+                self.text_of(row), w.source, schemas[w.source.task], self._scorer(row, logprobs)
+            )
             parts[w.record].append((w.start, decoded.example))
             dropped[w.record] += decoded.dropped
             truncated[w.record] += not ended
@@ -359,6 +381,8 @@ class Extractor:
                 i, rec = len(out), records[len(out)]
                 source = Example(id=rec.id, task=rec.task, text=rec.text)
                 merged = merge(source, sorted(parts[i], key=lambda part: part[0]))
+                if threshold is not None:
+                    merged = at_least(merged, threshold)
                 out.append(Prediction(merged, tuple(dropped[i]), truncated[i]))
                 self.stats.tasks[rec.task] = self.stats.tasks.get(rec.task, 0) + 1
                 if on_record is not None:
@@ -379,10 +403,10 @@ class Extractor:
         self,
         windows: list[_Window],
         schemas: dict[str, LabelSchema],
-        on_done: Callable[[int, list[int], bool], None] | None,
+        on_done: OnDone | None,
     ) -> Rows:
-        """(generated ids, ended) per window, each also given to `on_done(index, ids, ended)`
-        as soon as it ends."""
+        """(generated ids, ended) per window, each also given to `on_done(index, ids, ended,
+        logprobs)` as soon as it ends."""
         layouts = None
         if self.constrained:
             layouts = [

@@ -53,6 +53,7 @@ class PredictJob:
     on_error: str = "fail"  # fail (nothing written) or skip (bad lines go to `rejects`)
     rejects: Path | None = None  # default: OUT.rejects.jsonl
     labels: tuple[str, ...] | None = None  # a subset of the one task's labels (`tasks.restrict`)
+    threshold: float | None = None  # items scored below it are left out
 
     @property
     def rejects_path(self) -> Path:
@@ -149,7 +150,9 @@ def run_job(
             extractor = load()
             started = time.perf_counter()
             schema = _label_schema(job, plan, extractor)
-            _predict_into(stream, extractor, plan.records, schema, on_record, on_windows)
+            _predict_into(
+                stream, extractor, plan.records, schema, on_record, on_windows, job.threshold
+            )
         return JobResult(len(plan.records), 0, time.perf_counter() - started, extractor.stats)
     partial = partial_path(job.output)
     settings = {
@@ -159,6 +162,7 @@ def run_job(
         "task": job.task,
         "schema": plan.schema,
         "labels": None if job.labels is None else sorted(job.labels),
+        "threshold": job.threshold,
         **settings,
     }
     sink = open_locked(partial)
@@ -170,7 +174,9 @@ def run_job(
         extractor = load()
         started = time.perf_counter()
         schema = _label_schema(job, plan, extractor)
-        _predict_into(sink, extractor, plan.records[done:], schema, on_record, on_windows)
+        _predict_into(
+            sink, extractor, plan.records[done:], schema, on_record, on_windows, job.threshold
+        )
         os.fsync(sink.fileno())
     except BaseException:
         with contextlib.suppress(OSError):  # a full disk fails the close too: keep the first
@@ -193,6 +199,7 @@ def _predict_into(
     schema: LabelSchema | str | None,
     on_record: Callable[[Prediction], None] | None,
     on_windows: Callable[[int, int], None] | None,
+    threshold: float | None = None,
 ) -> None:
     def write(prediction: Prediction) -> None:  # one flushed line per record: a kill loses none
         sink.write(dumps(prediction.example) + "\n")
@@ -207,5 +214,6 @@ def _predict_into(
         chunk=8 * extractor.batch_size,
         on_record=write,
         on_windows=on_windows,
+        threshold=threshold,
     ):
         pass

@@ -17,6 +17,8 @@ works after `pip install giellm`. For each Doc it extracts its task from `doc.te
   probability of each label (`Extractor.label_scores`: they sum to 1; the predicted label in
   the record is the greedy one, nearly always the most probable); an open set: 1.0 on the one
   predicted;
+- `span._.giellm_score` on each of its entity spans (in `doc.ents` and `doc.spans[NAME]`):
+  the entity's score in [0, 1]; `threshold` leaves out entities scored below it;
 - `doc._.giellm[NAME]`: the whole record in giellm's JSON form (relations, events, PAS too;
   None for a blank Doc), one key per giellm component in the pipeline: two components with one
   task (e.g. two NER models) never overwrite each other.
@@ -42,10 +44,12 @@ from spacy.util import filter_spans
 
 from giellm.errors import GiellmError
 from giellm.families import family_of
+from giellm.layout.scores import check_threshold
 from giellm.schema import Example, example_to_dict
 from giellm.tasks import get_task, restrict
 
 EXTENSION = "giellm"
+SCORE = "giellm_score"  # Span._.giellm_score: an entity's score (see giellm.layout.scores)
 
 
 @Language.factory(  # type: ignore[untyped-decorator]
@@ -58,6 +62,7 @@ EXTENSION = "giellm"
         "constrain": True,
         "overwrite_ents": False,
         "labels": None,
+        "threshold": None,
         "max_new_tokens": None,
         "device": "cpu",
     },
@@ -73,12 +78,13 @@ def make_giellm(
     constrain: bool,
     overwrite_ents: bool,
     labels: list[str] | None,
+    threshold: float | None,
     max_new_tokens: int | None,
     device: str,
 ) -> GiellmComponent:
     """The `giellm` factory: `model` is a giellm model directory or base name (None: the
     shipped default), `schema` a dataset whose label sets constrain the output, `labels` a
-    subset of the task's labels to allow."""
+    subset of the task's labels to allow, `threshold` the least score an entity keeps."""
     return GiellmComponent(
         name,
         task=task,
@@ -88,6 +94,7 @@ def make_giellm(
         constrain=constrain,
         overwrite_ents=overwrite_ents,
         labels=labels,
+        threshold=threshold,
         max_new_tokens=max_new_tokens,
         device=device,
     )
@@ -107,6 +114,7 @@ class GiellmComponent:
         constrain: bool = True,
         overwrite_ents: bool = False,
         labels: list[str] | None = None,
+        threshold: float | None = None,
         max_new_tokens: int | None = None,
         device: str = "cpu",
     ) -> None:
@@ -121,6 +129,7 @@ class GiellmComponent:
         if schema is not None:
             dataset_schema(schema, self.task)  # so does a schema without the task
         check_device(device)
+        self.threshold = check_threshold(threshold)
         self.overwrite_ents = overwrite_ents
         self.pid = os.getpid()
         self.extractor = Extractor(
@@ -136,6 +145,8 @@ class GiellmComponent:
         self.counts = {"docs": 0, "entities": 0, "misaligned": 0, "overlapping": 0}
         if not Doc.has_extension(EXTENSION):
             Doc.set_extension(EXTENSION, default=None)
+        if not Span.has_extension(SCORE):
+            Span.set_extension(SCORE, default=None)
 
     def __call__(self, doc: Doc) -> Doc:
         (done,) = self.pipe([doc], batch_size=1)
@@ -157,7 +168,9 @@ class GiellmComponent:
                 for i, doc in enumerate(chunk)
                 if doc.text.strip()  # a blank Doc has nothing to extract
             ]
-            predicted = self.extractor.predict(records, schema=self.schema)
+            predicted = self.extractor.predict(
+                records, schema=self.schema, threshold=self.threshold
+            )
             found = {p.example.id: p.example for p in predicted}
             cats = {}
             if self.labels:  # a closed label set: the model's distribution over it
@@ -190,13 +203,16 @@ class GiellmComponent:
         aligned, misaligned = [], []
         for entity in record.entities:
             span = doc.char_span(entity.start, entity.end, label=entity.type)
-            if span is not None:
+            if span is None:
+                span = doc.char_span(
+                    entity.start, entity.end, label=entity.type, alignment_mode="expand"
+                )
+                if span is None:
+                    continue
+                misaligned.append(span)
+            else:
                 aligned.append(span)
-                continue
-            expanded = doc.char_span(
-                entity.start, entity.end, label=entity.type, alignment_mode="expand"
-            )
-            misaligned += [expanded] if expanded is not None else []
+            span._.set(SCORE, entity.score)  # kept in the Doc, by the span's offsets and label
         kept = [] if self.overwrite_ents else list(doc.ents)
         ours = [s for s in filter_spans(aligned) if not _clashes(s, kept)]
         overlapping = [s for s in aligned if s not in ours]

@@ -33,6 +33,7 @@ from pydantic import ValidationError
 
 from giellm.families import Reading, family_of
 from giellm.families.base import allowed
+from giellm.layout.scores import Scorer, piece_ranges
 from giellm.layout.text import split_unescaped
 from giellm.schema import Example
 from giellm.tasks import LabelSchema, Task, get_task
@@ -85,19 +86,43 @@ def _label(generated: str, reading: Reading) -> tuple[str | None, str]:
     return label, body[close + 1 :]
 
 
-def decode(generated: str, source: Example, schema: LabelSchema | None = None) -> Decoded:
+def decode(
+    generated: str,
+    source: Example,
+    schema: LabelSchema | None = None,
+    score: Scorer | None = None,
+) -> Decoded:
     """Generated text + the source record (its id, task, text) -> a predicted record.
 
     Never raises on any `generated` string: unparseable items, unknown labels or types and spans
-    that do not occur in the text are dropped and listed in `Decoded.dropped`.
+    that do not occur in the text are dropped and listed in `Decoded.dropped`. With `score`
+    (see `giellm.layout.scores`) the label and every item carry their score.
     """
     reading = Reading(source.text, schema or LabelSchema())
+    label_score = None
+    if score is not None:
+        label_range, pieces = piece_ranges(generated)
+        for piece, start, end in pieces:
+            if (value := score(start, end)) is not None:
+                reading.scores.setdefault(piece, []).append(value)
+        label_score = score(*label_range) if label_range else None
     label, rest = _label(generated, reading)
+    if label is None:
+        label_score = None
     items = [item for item in split_unescaped(rest, ";") if item.strip()]
     try:
         fields = family_of(source.task).decode(items, reading)
-        example = Example(id=source.id, task=source.task, text=source.text, label=label, **fields)
+        example = Example(
+            id=source.id,
+            task=source.task,
+            text=source.text,
+            label=label,
+            label_score=label_score,
+            **fields,
+        )
     except ValidationError as err:  # defensive: placed spans are valid by construction
         reading.drop(generated, f"invalid record ({err.error_count()} errors)")
-        example = Example(id=source.id, task=source.task, text=source.text, label=label)
+        example = Example(
+            id=source.id, task=source.task, text=source.text, label=label, label_score=label_score
+        )
     return Decoded(example, tuple(reading.dropped))

@@ -96,11 +96,14 @@ def merge(source: Example, parts: Sequence[tuple[int, Example]]) -> Example:
             args: tuple[Argument, ...] = tuple(_shift(a, start) for a in ev.arguments)
             key = (trigger.start, trigger.end)
             if key in events:  # seen in the overlap: keep the union of its arguments
-                args = tuple(dict.fromkeys(events[key].arguments + args))
+                seen = {(a.role, a.start, a.end): a for a in events[key].arguments}
+                args = tuple({**{(a.role, a.start, a.end): a for a in args}, **seen}.values())
             events[key] = ev.model_copy(update={"trigger": trigger, "arguments": args})
+    voters = [p.label_score for _, p in parts if p.label == label and p.label_score is not None]
     data = source.model_dump()
     data.update(
         label=label,
+        label_score=sum(voters) / len(voters) if label is not None and voters else None,
         entities=[e.model_dump() for e in entities],
         relations=[r.model_dump() for r in relations.values()],
         events=[ev.model_dump() for ev in events.values()],

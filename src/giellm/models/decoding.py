@@ -216,6 +216,7 @@ class _OutputHead:
         self.bias = None if bias is None else bias[self.ids]
         self.position = torch.full((self.size,), -1, dtype=torch.long)
         self.position[self.ids.cpu()] = torch.arange(len(self.ids))
+        self.softcap = getattr(model.config.get_text_config(), "final_logit_softcapping", None)
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """Scores of the subset's tokens (no softcapping: it keeps the order greedy needs)."""
@@ -243,6 +244,21 @@ def choose(
     ]
 
 
+def chosen_logprobs(
+    logits: torch.Tensor, picks: Sequence[int], head: _OutputHead | None = None
+) -> list[float]:
+    """log p of each row's chosen token under the softmax of its logits (with `head`: over
+    its tokens, after the softcapping `logits` skip), for the items' scores."""
+    scores = logits.float()
+    if head is not None and head.softcap:
+        scores = torch.tanh(scores / head.softcap) * head.softcap
+    index = torch.as_tensor(picks, dtype=torch.long)
+    if head is not None:
+        index = head.position[index]
+    index = index.to(scores.device)[:, None]
+    return scores.log_softmax(-1).gather(-1, index)[:, 0].tolist()  # type: ignore[no-any-return]
+
+
 def greedy(
     model: Any,
     prompts: Sequence[Sequence[int]],
@@ -253,7 +269,7 @@ def greedy(
     batch_size: int,
     guides: Sequence[Guide] | None = None,
     position_limit: int | None = None,
-    on_done: Callable[[int, list[int], bool], None] | None = None,
+    on_done: Callable[[int, list[int], bool, list[float]], None] | None = None,
     stop_ids: frozenset[int] = frozenset(),
     vocab: Sequence[int] | None = None,
 ) -> list[tuple[list[int], bool]]:
@@ -263,9 +279,10 @@ def greedy(
     `<end_of_turn>`); like EOS they are not part of the output.
 
     Prompts join in the order given (sort them by length for tight batches). A row's budget is
-    `max_tokens`, cut so its prompt and output fit `position_limit`. `on_done(i, ids, ended)`
-    is called as soon as prompt i is finished. `vocab`: the only token ids the guides can allow
-    (all of them, EOS included); logits are then computed for these alone.
+    `max_tokens`, cut so its prompt and output fit `position_limit`. `on_done(i, ids, ended,
+    logprobs)` is called as soon as prompt i is finished (logprobs: of each chosen token).
+    `vocab`: the only token ids the guides can allow (all of them, EOS included); logits are
+    then computed for these alone.
     """
     budgets = [
         max_tokens if position_limit is None else max(1, min(max_tokens, position_limit - len(p)))
@@ -291,7 +308,7 @@ class _Generation:
         stops: frozenset[int],
         guides: Sequence[Guide] | None,
         head: _OutputHead | None,
-        on_done: Callable[[int, list[int], bool], None] | None,
+        on_done: Callable[[int, list[int], bool, list[float]], None] | None,
     ) -> None:
         self.model, self.prompts, self.budgets = model, prompts, budgets
         self.pad_id, self.stops, self.guides = pad_id, stops, guides
@@ -301,6 +318,7 @@ class _Generation:
         self.cache_key, self.extra = _forward_keywords(self.body)
         self.device = next(model.parameters()).device
         self.outputs: list[list[int]] = [[] for _ in prompts]
+        self.logprobs: list[list[float]] = [[] for _ in prompts]
         self.ended = [False] * len(prompts)
         self.finished = [False] * len(prompts)
         self.span = max((len(p) + b for p, b in zip(prompts, budgets, strict=True)), default=0)
@@ -361,13 +379,15 @@ class _Generation:
             logits = self.head.logits(out.last_hidden_state[live, -1])
         guides = self.guides
         row_guides = None if guides is None else [guides[target.rows[b]] for b in live]
-        for b, token in zip(live, choose(logits, row_guides, self.head), strict=True):
-            self._take(target, b, token)
+        picks = choose(logits, row_guides, self.head)
+        logprobs = chosen_logprobs(logits, picks, self.head)
+        for b, token, logprob in zip(live, picks, logprobs, strict=True):
+            self._take(target, b, token, logprob)
         keep = [b for b, r in enumerate(target.rows) if not self.finished[r]]
         if len(target.rows) - len(keep) >= max(1, len(target.rows) // 4):
             _keep(target, keep)
 
-    def _take(self, target: _Batch, b: int, token: int) -> None:
+    def _take(self, target: _Batch, b: int, token: int, logprob: float) -> None:
         """Row `b` of `target` chose `token`: append it, or end the row."""
         r = target.rows[b]
         stop = token in self.stops
@@ -375,8 +395,9 @@ class _Generation:
             self.ended[r] = True
         else:
             self.outputs[r].append(token)
+            self.logprobs[r].append(logprob)
         target.pending[b] = self.pad_id if stop else token
         if self.ended[r] or len(self.outputs[r]) >= self.budgets[r]:
             self.finished[r] = True
             if self.on_done is not None:
-                self.on_done(r, self.outputs[r], self.ended[r])
+                self.on_done(r, self.outputs[r], self.ended[r], self.logprobs[r])

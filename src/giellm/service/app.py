@@ -25,6 +25,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from giellm.errors import GiellmError
 from giellm.inference.extractor import Completion, Extractor
+from giellm.layout.scores import at_least
 from giellm.layout.windows import merge
 from giellm.schema import Example, example_to_dict
 from giellm.service.batching import Batcher, Refused
@@ -159,6 +160,8 @@ def _add_extract_route(app: FastAPI, extractor: Extractor, batcher: Batcher) -> 
         scores = None
         if body.label_scores:
             scores = await _answer(request, batcher, ("scores", body.task, schema), texts)
+        if body.threshold is not None:
+            records = [at_least(r, body.threshold) for r in records]
         return ExtractResponse(records=[example_to_dict(r) for r in records], label_scores=scores)
 
 

@@ -121,6 +121,7 @@ class ExtractRequest(Body):
     label_schema: str | None = Field(None, alias="schema")
     labels: list[str] | None = None  # a subset of the task's labels (see `restrict`)
     label_scores: bool = False  # also each text-level label's probability, per text
+    threshold: float | None = Field(None, ge=0, le=1)  # items scored below it are left out
 
     @field_validator("texts", mode="after")
     @classmethod

@@ -37,6 +37,11 @@ class Variant:
     data: list[DataSource] = _help("the pools it trains on", default_factory=list)
     label_task: str | None = _help("take the text-level label from this task's output", None)
     cases: list[str] | None = _help("DATASET:TASK cases it is scored on; default: its pools", None)
+    schema: str | None = _help(
+        "dataset whose label sets it is asked under; default: each case's own "
+        "(livedoor-joint: a livedoor case asked for categories and entities)",
+        None,
+    )
 
 
 @dataclass
@@ -142,9 +147,9 @@ def train_variants(ablation: Ablation) -> dict[str, list[Path]]:
     from giellm.training.run import run
 
     _ensure_base(ablation)  # a missing base folder is built first
-    done: dict[str, list[Path]] = {}
-    for v in ablation.variants:
-        for seed in ablation.seeds:
+    done: dict[str, list[Path]] = {v.name: [] for v in ablation.variants}
+    for seed in ablation.seeds:  # seeds outermost: a partial ablation has every variant once
+        for v in ablation.variants:
             folder = run_folder(ablation, v, seed)
             final = folder / "final"
             if not (final / "giellm.json").exists():  # written last: the folder is complete
@@ -152,7 +157,7 @@ def train_variants(ablation: Ablation) -> dict[str, list[Path]]:
                 if not resume and folder.exists():  # killed before its first checkpoint
                     shutil.rmtree(folder)
                 run(variant_config(ablation, v, seed, resume=resume))
-            done.setdefault(v.name, []).append(final)
+            done[v.name].append(final)
     return done
 
 
@@ -173,6 +178,7 @@ def systems(ablation: Ablation, trained: dict[str, list[Path]]) -> list[GiellmSy
                     group="ablation",
                     batch_size=32,
                     seed=seed,
+                    schema=v.schema,
                 )
             )
     return out

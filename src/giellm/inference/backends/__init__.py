@@ -13,7 +13,8 @@ from giellm.models.loading import ModelMeta
 from giellm.tasks import LabelSchema
 
 Rows = list[tuple[list[int], bool]]  # per prompt: generated ids (no EOS), ended with EOS
-OnDone = Callable[[int, list[int], bool], None]
+# (index, generated ids, ended, log p of each chosen token or None where a backend has none)
+OnDone = Callable[[int, list[int], bool, "list[float] | None"], None]
 
 
 @dataclass(frozen=True)
@@ -46,7 +47,8 @@ class Backend(Protocol):
         on_done: OnDone | None,
     ) -> Rows:
         """Greedy rows for extraction windows; each kept to its `layouts` entry (None: free).
-        `index` is the tokenizer's vocabulary walk; `on_done(i, ids, ended)` as rows end."""
+        `index` is the tokenizer's vocabulary walk; `on_done(i, ids, ended, logprobs)` as
+        rows end."""
         ...
 
     def free_rows(self, prompts: list[list[int]], max_tokens: int, batch_size: int) -> Rows:

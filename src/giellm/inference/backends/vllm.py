@@ -125,7 +125,7 @@ class VllmBackend:
         rows = self._run(prompts, max_tokens, grammars)
         if on_done is not None:  # vLLM hands the rows back together
             for k, (ids, ended) in enumerate(rows):
-                on_done(k, ids, ended)
+                on_done(k, ids, ended, None)  # no logprobs asked of vLLM: items go unscored
         return rows
 
     def free_rows(self, prompts: list[list[int]], max_tokens: int, batch_size: int) -> Rows:
