@@ -20,6 +20,11 @@ from giellm.schema import Example
 pytestmark = pytest.mark.slow
 
 
+def _entities(record: Example) -> list[tuple[int, int, str]]:
+    return [(e.start, e.end, e.type) for e in record.entities]  # llama.cpp's carry no scores
+
+
+@pytest.mark.usefixtures("shipped_default")
 def test_llama_cpp_with_the_grammar_finds_what_giellm_finds(tmp_path: Path) -> None:
     llama_cpp = pytest.importorskip("llama_cpp")
     out = tmp_path / "giellm-ja.q8_0.gguf"
@@ -41,7 +46,7 @@ def test_llama_cpp_with_the_grammar_finds_what_giellm_finds(tmp_path: Path) -> N
         )
         theirs = decode(answer["choices"][0]["text"], record, schema).example
         assert all(record.text[e.start : e.end] == e.text for e in theirs.entities)
-        same += theirs.entities == mine.example.entities
+        same += _entities(theirs) == _entities(mine.example)
     # Q8_0 rounds the weights, and llama.cpp's kernels sum in another order: a near tie may
     # flip on a sentence or two; the rest must be the very same records
     assert same >= 18, f"{same} of 20 records identical"

@@ -124,6 +124,61 @@ def test_ablation_trains_each_variant_once_and_scores_its_cases(
         assert all(p.label in labels for p in predicted)  # split: label from its TC pass
 
 
+def test_a_joint_variant_is_asked_for_its_label_through_its_word_level_task(
+    base_models: dict[str, Path], tmp_path: Path
+) -> None:
+    """livedoor-joint: categories with entities, trained as NER, scored on livedoor TC through
+    the NER output's label, reading the same first window a TC model reads."""
+    from giellm.data.jsonl import write_jsonl
+    from giellm.schema import Entity, Example
+
+    joint = tmp_path / "joint.jsonl"
+    news = load("livedoor", "train", "TC")[:8]
+    write_jsonl(
+        joint,
+        [
+            Example(
+                id=r.id,
+                task="NER",
+                text=r.text[:120],
+                label=r.label,
+                entities=[Entity(text=r.text[:2], start=0, end=2, type="人名")],
+            )
+            for r in news
+        ],
+    )
+    variant = Variant(
+        "words",
+        "words",
+        [DataSource("livedoor-joint", "NER", train=str(joint))],
+        label_task="NER",
+        cases=["livedoor:TC"],
+        schema="livedoor-joint",
+    )
+    ablation = Ablation(
+        base_model=str(base_models["llama"]),
+        output_dir=str(tmp_path / "abl"),
+        max_steps=2,
+        batch_size=4,
+        seeds=[0, 1],
+        variants=[variant],
+    )
+    trained = train_variants(ablation)
+    assert [p.parent.name for p in trained["words"]] == ["seed0", "seed1"]
+    meta = json.loads((trained["words"][0] / "giellm.json").read_text(encoding="utf-8"))
+    assert set(meta["schemas"]["NER"]["labels"]) == set(
+        get_format("livedoor").schema("TC").labels or ()
+    )
+    (system, _) = systems(ablation, trained)
+    assert system.supports("livedoor", "TC") and not system.supports("livedoor-joint", "NER")
+    system.batch_size = 4
+    gold = load("livedoor", "dev", "TC")[:3]
+    predicted = system.predict("livedoor", gold, lambda: None)
+    assert [(p.id, p.task, p.text) for p in predicted] == [(g.id, "TC", g.text) for g in gold]
+    labels = get_format("livedoor").schema("TC").labels or set()
+    assert all(p.label in labels for p in predicted)
+
+
 def test_limited_cases_are_spread_over_the_whole_split(data_dir: Path) -> None:
     news = load("livedoor", "dev", "TC", data_dir)  # sorted by category
     sample = spread(news, 90)
@@ -205,8 +260,9 @@ def test_ablation_settings_are_checked_before_anything_trains() -> None:
 def test_report_command_writes_markdown_plots_and_json(tmp_path: Path) -> None:
     out = tmp_path / "report"
     result = run_cli(
-        "report", "--systems", "giellm,ginza,fewshot", "--cases", "stockmark:NER,jrte:SA",
-        "--limit", "6", "--shots", "1,2", "--fewshot-base", "tiny", "-o", str(out),
+        "report", "--systems", "giellm,ginza,fewshot,tiny", "--cases", "stockmark:NER,jrte:SA",
+        "--limit", "6", "--shots", "1,2", "--fewshot-base", "tiny", "--fewshot-limit", "4",
+        "-o", str(out),
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     data = json.loads((out / "report.json").read_text(encoding="utf-8"))
@@ -214,8 +270,10 @@ def test_report_command_writes_markdown_plots_and_json(tmp_path: Path) -> None:
     assert got == {
         ("stockmark", "giellm"), ("stockmark", "GiNZA"), ("stockmark", "1-shot"),
         ("stockmark", "2-shot"), ("jrte", "giellm"), ("jrte", "1-shot"), ("jrte", "2-shot"),
+        ("stockmark", "tiny (5.5M)"), ("jrte", "tiny (5.5M)"),
     }  # fmt: skip
-    assert all(r["records"] == 6 for r in data["rows"])
+    # few-shot rows score 4 of the 6 records (spread), the others all 6
+    assert all(r["records"] == (4 if "shot" in r["system"] else 6) for r in data["rows"])
     markdown = (out / "report.md").read_text(encoding="utf-8")
     assert "| stockmark | NER | GiNZA | 6 |" in markdown
     assert "## Where giellm wins and loses" in markdown

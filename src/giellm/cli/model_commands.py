@@ -321,8 +321,8 @@ def report(
         Path, typer.Option("--output", "-o", help="folder for report.md, PNGs, JSON")
     ] = Path("reports/latest"),
     systems: Annotated[
-        str, typer.Option(help="comma list of giellm, ginza, fewshot")
-    ] = "giellm,ginza,fewshot",
+        str, typer.Option(help="comma list of giellm, ginza, fewshot, tiny")
+    ] = "giellm,ginza,fewshot,tiny",
     cases: Annotated[
         str | None, typer.Option(help="DATASET:TASK,… (default: the seven shared dev cases)")
     ] = None,
@@ -349,6 +349,10 @@ def report(
         str, typer.Option(help="in-context examples per query: one few-shot row per number")
     ] = "3,5",
     fewshot_mode: Annotated[str, typer.Option(help="chat or completions")] = "chat",
+    fewshot_limit: Annotated[
+        int | None,
+        typer.Option(help="records per case for the few-shot rows (long prompts are slow)"),
+    ] = 100,
     fewshot_base: Annotated[
         str,
         typer.Option(
@@ -378,7 +382,7 @@ def report(
     if not counts or min(counts) < 0:
         raise GiellmError(f"--shots {shots!r}: expected numbers such as 3,5")
     base = None if fewshot_base == "default" else fewshot_base
-    fewshot = FewShotOptions(fewshot_url, fewshot_model, counts, fewshot_mode, base)
+    fewshot = FewShotOptions(fewshot_url, fewshot_model, counts, fewshot_mode, base, fewshot_limit)
     chosen_cases = _cases(cases)
     context: dict[str, Any] = {"limit": limit, "cases": [f"{d}:{t}" for d, t in chosen_cases]}
     variants = []

@@ -94,13 +94,21 @@ class GiellmSystem:
         # a split-records or joint model: the label comes from another task's output, and a
         # label-only case (TC, SA) needs nothing else
         only = all(label_only(r.task) for r in records)
-        asked = [r.model_copy(update={"task": self.label_task}) for r in records]
+        asked = [
+            # a label-only case reads the label windows alone, whatever task asks for it
+            r.model_copy(
+                update={"task": self.label_task, "text": _first_windows(self._extractor, r)}
+            )
+            if only
+            else r.model_copy(update={"task": self.label_task})
+            for r in records
+        ]
         tick = (lambda _: advance()) if only else None
         labels = [
             p.example.label for p in self._extractor.predict(asked, schema=schema, on_record=tick)
         ]
         if only:
-            found = asked  # the gold of a label-only record is its label alone
+            found = list(records)  # the gold of a label-only record is its label alone
         else:
             found = [
                 p.example
@@ -148,6 +156,7 @@ class FewShotSystem:
     mode: Mode = "chat"
     name: str = "few-shot"
     seed: int = 0
+    limit: int | None = None  # records per case (spread): long k-shot prompts are slow
 
     def supports(self, dataset: str, task: str) -> bool:
         return True
@@ -216,9 +225,10 @@ class FewShotOptions:
     shots: tuple[int, ...] = (3, 5)
     mode: str = "chat"
     base: str | None = "gemma-3-270m"
+    limit: int | None = 100  # records per case for the few-shot rows
 
 
-SYSTEM_NAMES = ("giellm", "ginza", "fewshot")
+SYSTEM_NAMES = ("giellm", "ginza", "fewshot", "tiny")
 
 
 def choose_systems(
@@ -236,7 +246,7 @@ def choose_systems(
     unknown = set(chosen) - set(SYSTEM_NAMES)
     if unknown:
         raise GiellmError(
-            f"--systems: unknown {', '.join(sorted(unknown))} (giellm, ginza, fewshot)"
+            f"--systems: unknown {', '.join(sorted(unknown))} ({', '.join(SYSTEM_NAMES)})"
         )
     if fewshot.mode not in ("chat", "completions"):
         raise GiellmError("--fewshot-mode must be chat or completions")
@@ -244,6 +254,8 @@ def choose_systems(
     if "giellm" in chosen:
         runners.append(GiellmSystem(ours_name(model), model))
     runners += [GiellmSystem(name, directory) for name, directory in also]
+    if "tiny" in chosen:  # the 5.5M-parameter from-scratch model, the old default
+        runners.append(GiellmSystem("tiny (5.5M)", "tiny"))
     runners += trained  # e.g. the ablation's variants (`training.ablation.systems`)
     if "ginza" in chosen:
         runners.append(GinzaSystem())
@@ -259,11 +271,23 @@ def choose_systems(
             url = stack.enter_context(background_server(create_app(load(fewshot.base)))) + "/v1"
         mode: Mode = "chat" if fewshot.mode == "chat" else "completions"
         for k in fewshot.shots:
-            runners.append(FewShotSystem(url, fewshot.model, k=k, mode=mode, name=f"{k}-shot"))
+            runners.append(
+                FewShotSystem(
+                    url, fewshot.model, k=k, mode=mode, name=f"{k}-shot", limit=fewshot.limit
+                )
+            )
         served = f"a local giellm server on loopback running {fewshot.base or 'the default'}"
         served = served if fewshot.url is None else url
         context["few-shot endpoint"] = f"{served} ({fewshot.mode}, model {fewshot.model})"
+        if fewshot.limit is not None:
+            context["few-shot records per case"] = f"{fewshot.limit} (spread over the split)"
     return runners, context
+
+
+def _first_windows(extractor: Extractor, record: Example) -> str:
+    """The text up to the end of the windows the model reads for the record's own task."""
+    bounds = extractor.windows_of(record.text, record.task)
+    return record.text[: bounds[-1][1]] if bounds else record.text
 
 
 def ours_name(model: Path | None) -> str:
@@ -283,9 +307,10 @@ def run_cases(
 
     rows = []
     for dataset, task in cases:
-        gold = spread(load(dataset, "dev", task), limit)
+        split = spread(load(dataset, "dev", task), limit)
         for system in runners:
             if system.supports(dataset, task):
+                gold = spread(split, getattr(system, "limit", None))  # a slow system: fewer
                 advance = track(f"{system.name}: {dataset} {task}", len(gold)) if track else None
                 rows.append(evaluate_system(system, dataset, gold, advance or (lambda: None)))
     return rows

@@ -109,9 +109,10 @@ def model_card(
         f"loss over {config.loss_vocab}",
     ]
     if done is not None:
+        loss = done.get("dev_loss")  # None: no pool had a dev split
         lines.append(
-            f"- trained {done['seconds'] / 60:.0f} min to step {done['step']}; "
-            f"dev loss {done['dev_loss']:.3f}"
+            f"- trained {done['seconds'] / 60:.0f} min to step {done['step']}"
+            + ("" if loss is None else f"; dev loss {loss:.3f}")
         )
     if figures:
         last = figures[-1]
