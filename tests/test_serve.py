@@ -403,7 +403,13 @@ def test_long_texts_are_windowed_by_the_server_as_by_the_library(
     )
     assert served.status_code == 200, served.text
     local = embedded.configured(batch_size=4).extract(texts, task="NER")
-    assert served.json()["records"] == json.loads(json.dumps([example_to_dict(r) for r in local]))
+    expected = json.loads(json.dumps([example_to_dict(r) for r in local]))
+    records = served.json()["records"]
+    # scores agree to float rounding (batches of other shapes sum in another order)
+    scores = [[e.pop("score") for e in r.get("entities", [])] for r in (records, expected)[0]]
+    wanted = [[e.pop("score") for e in r.get("entities", [])] for r in expected]
+    assert records == expected
+    assert scores == [pytest.approx(s, abs=1e-4) for s in wanted]
 
 
 def test_sigterm_answers_every_accepted_request_within_the_bound(data_dir: Path) -> None:

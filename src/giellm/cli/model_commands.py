@@ -348,7 +348,13 @@ def report(
     shots: Annotated[
         str, typer.Option(help="in-context examples per query: one few-shot row per number")
     ] = "3,5",
-    fewshot_mode: Annotated[str, typer.Option(help="chat or completions")] = "chat",
+    fewshot_mode: Annotated[
+        str,
+        typer.Option(
+            help="chat, completions, or auto: completions for the local base (a pretrained "
+            "model continues text), chat for --fewshot-url"
+        ),
+    ] = "auto",
     fewshot_limit: Annotated[
         int | None,
         typer.Option(help="records per case for the few-shot rows (long prompts are slow)"),

@@ -69,6 +69,38 @@ class CharIndex:
         extra = np.array([i for i in always if 0 <= i < self.size], dtype=np.int64)
         return np.union1d(ids, extra)
 
+    def masks(
+        self, ids: Any, rows: Sequence[Iterable[str]], always: Iterable[int] = ()
+    ) -> list[Any]:
+        """For each row's texts, which of `ids` (a `within` result for all rows together) that
+        row alone allows: `within(row)` as a mask over `ids`. The item scores are normalised
+        over it, so a row's scores do not depend on what else shares its batch."""
+        import numpy as np
+
+        ids = np.asarray(ids, dtype=np.int64)
+        codes, code_bounds = _gather(self.codes, self.bounds, ids)
+        pairs, pair_bounds = _gather(self.pairs, self.pair_bounds, ids)
+        kept = np.isin(ids, np.fromiter(always, dtype=np.int64))
+        out = []
+        for texts in rows:
+            texts = list(texts)
+            chars = set(LAYOUT_CHARS).union(*texts)
+            known = np.isin(codes, np.fromiter(map(ord, chars), dtype=np.int64))
+            allowed = {_pair(a, b) for a, b in _ALWAYS_PAIRS}.union(*map(_pairs, texts))
+            paired = np.isin(pairs, np.fromiter(allowed, dtype=np.int64))
+            out.append((_all(known, code_bounds) & _all(paired, pair_bounds)) | kept)
+        return out
+
+
+def _gather(values: Any, bounds: Any, ids: Any) -> tuple[Any, Any]:
+    """The entries of tokens `ids` (flat, between `bounds`) and their new bounds."""
+    import numpy as np
+
+    starts, lengths = bounds[ids], bounds[ids + 1] - bounds[ids]
+    new_bounds = np.concatenate([[0], np.cumsum(lengths)])
+    where = np.repeat(starts - new_bounds[:-1], lengths) + np.arange(new_bounds[-1])
+    return values[where], new_bounds
+
 
 def _all(ok: Any, bounds: Any) -> Any:
     """Per token: are all its entries (between consecutive `bounds`) true?"""

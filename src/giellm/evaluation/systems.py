@@ -223,7 +223,7 @@ class FewShotOptions:
     url: str | None = None
     model: str = "giellm"
     shots: tuple[int, ...] = (3, 5)
-    mode: str = "chat"
+    mode: str = "auto"  # chat, completions, or auto: completions for a local base, else chat
     base: str | None = "gemma-3-270m"
     limit: int | None = 100  # records per case for the few-shot rows
 
@@ -248,8 +248,8 @@ def choose_systems(
         raise GiellmError(
             f"--systems: unknown {', '.join(sorted(unknown))} ({', '.join(SYSTEM_NAMES)})"
         )
-    if fewshot.mode not in ("chat", "completions"):
-        raise GiellmError("--fewshot-mode must be chat or completions")
+    if fewshot.mode not in ("auto", "chat", "completions"):
+        raise GiellmError("--fewshot-mode must be auto, chat or completions")
     runners: list[System] = []
     if "giellm" in chosen:
         runners.append(GiellmSystem(ours_name(model), model))
@@ -269,7 +269,11 @@ def choose_systems(
 
             load = local_extractor or (lambda base: Extractor(base, batch_size=16))
             url = stack.enter_context(background_server(create_app(load(fewshot.base)))) + "/v1"
-        mode: Mode = "chat" if fewshot.mode == "chat" else "completions"
+        # a pretrained base continues text; chat turns are for instruction-tuned endpoints
+        wanted = fewshot.mode
+        if wanted == "auto":
+            wanted = "completions" if fewshot.url is None else "chat"
+        mode: Mode = "chat" if wanted == "chat" else "completions"
         for k in fewshot.shots:
             runners.append(
                 FewShotSystem(
@@ -278,7 +282,7 @@ def choose_systems(
             )
         served = f"a local giellm server on loopback running {fewshot.base or 'the default'}"
         served = served if fewshot.url is None else url
-        context["few-shot endpoint"] = f"{served} ({fewshot.mode}, model {fewshot.model})"
+        context["few-shot endpoint"] = f"{served} ({mode}, model {fewshot.model})"
         if fewshot.limit is not None:
             context["few-shot records per case"] = f"{fewshot.limit} (spread over the split)"
     return runners, context

@@ -135,6 +135,7 @@ class Extractor:
         self.max_new_tokens = max_new_tokens or self.meta.max_new_tokens
         self.stats = Stats()
         self._trie: VocabIndex | None = None
+        self._stop_tokens: dict[tuple[str, ...], frozenset[int]] = {}
 
     def configured(
         self,
@@ -161,6 +162,18 @@ class Extractor:
         if self._trie is None:
             self._trie = VocabIndex(token_bytes(self.tokenizer), self.tokenizer.eos_token_id)
         return self._trie
+
+    def _tokens_holding(self, stop: tuple[str, ...]) -> frozenset[int]:
+        """Tokens whose text holds a stop string: a row ends there instead of running on to
+        `max_tokens` (a stop string cut over two tokens is still cut from the text after)."""
+        if not stop:
+            return frozenset()
+        if stop not in self._stop_tokens:
+            needles = [s.encode() for s in stop]
+            self._stop_tokens[stop] = frozenset(
+                t for t, p in enumerate(self.trie.pieces) if p and any(n in p for n in needles)
+            )
+        return self._stop_tokens[stop]
 
     def _scorer(self, ids: Sequence[int], logprobs: list[float] | None) -> Scorer | None:
         """Scores over the generated text of `ids` (see `giellm.layout.scores`), if it has any."""
@@ -255,7 +268,8 @@ class Extractor:
                 ids = [tok.bos_token_id, *ids]  # a chat template may have written it already
             rows.append(ids if keep is None else ids[-keep:])
         out: list[Completion] = []
-        generated = self.backend.free_rows(rows, max_tokens, self.batch_size)
+        ends = self._tokens_holding(tuple(s for s in stop if s))
+        generated = self.backend.free_rows(rows, max_tokens, self.batch_size, ends)
         for ids, (row, ended) in zip(rows, generated, strict=True):
             text = tok.decode(row, skip_special_tokens=True)
             cuts = [text.index(s) for s in stop if s and s in text]

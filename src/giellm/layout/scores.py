@@ -46,7 +46,10 @@ def scorer(spans: Sequence[tuple[int, int]], logprobs: Sequence[float]) -> Score
 
     def score(start: int, end: int) -> float | None:
         chosen = [lp for (s, e), lp in zip(spans, logprobs, strict=True) if s < end and start < e]
-        return min(1.0, math.exp(sum(chosen) / len(chosen))) if chosen else None
+        if not chosen:
+            return None
+        # 4 decimals: what a confidence can say; more digits would only show float rounding
+        return round(min(1.0, math.exp(sum(chosen) / len(chosen))), 4)
 
     return score
 

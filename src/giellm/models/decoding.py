@@ -245,13 +245,19 @@ def choose(
 
 
 def chosen_logprobs(
-    logits: torch.Tensor, picks: Sequence[int], head: _OutputHead | None = None
+    logits: torch.Tensor,
+    picks: Sequence[int],
+    head: _OutputHead | None = None,
+    masks: torch.Tensor | None = None,
 ) -> list[float]:
     """log p of each row's chosen token under the softmax of its logits (with `head`: over
-    its tokens, after the softcapping `logits` skip), for the items' scores."""
+    its tokens, after the softcapping `logits` skip; with `masks`: over each row's own part
+    of them), for the items' scores."""
     scores = logits.float()
     if head is not None and head.softcap:
         scores = torch.tanh(scores / head.softcap) * head.softcap
+    if masks is not None:
+        scores = scores.masked_fill(~masks, float("-inf"))
     index = torch.as_tensor(picks, dtype=torch.long)
     if head is not None:
         index = head.position[index]
@@ -272,17 +278,22 @@ def greedy(
     on_done: Callable[[int, list[int], bool, list[float]], None] | None = None,
     stop_ids: frozenset[int] = frozenset(),
     vocab: Sequence[int] | None = None,
+    end_ids: frozenset[int] = frozenset(),
+    row_vocab: Sequence[Any] | None = None,
 ) -> list[tuple[list[int], bool]]:
     """Greedy continuations of `prompts`: (new ids before EOS, ended with EOS) per prompt.
 
     `stop_ids` end a row as `eos_id` does (instruction-tuned Gemma ends turns with
-    `<end_of_turn>`); like EOS they are not part of the output.
+    `<end_of_turn>`); like EOS they are not part of the output. `end_ids` end a row too but are
+    kept in it (tokens holding a stop string: the caller cuts the text at the string).
 
     Prompts join in the order given (sort them by length for tight batches). A row's budget is
     `max_tokens`, cut so its prompt and output fit `position_limit`. `on_done(i, ids, ended,
     logprobs)` is called as soon as prompt i is finished (logprobs: of each chosen token).
     `vocab`: the only token ids the guides can allow (all of them, EOS included); logits are
-    then computed for these alone.
+    then computed for these alone; `row_vocab` (one boolean mask over `vocab` per prompt, the
+    part its own grammar can use) is what each row's chosen-token probabilities are normalised
+    over, so they do not depend on the other prompts.
     """
     budgets = [
         max_tokens if position_limit is None else max(1, min(max_tokens, position_limit - len(p)))
@@ -290,7 +301,9 @@ def greedy(
     ]
     head = None if vocab is None or guides is None else _OutputHead(model, vocab)
     stops = frozenset({eos_id}) | stop_ids
-    run = _Generation(model, prompts, budgets, pad_id, stops, guides, head, on_done)
+    run = _Generation(model, prompts, budgets, pad_id, stops, guides, head, on_done, end_ids)
+    if head is not None and row_vocab is not None:
+        run.row_vocab = [torch.as_tensor(m, dtype=torch.bool) for m in row_vocab]
     with torch.inference_mode():
         run.until_done(batch_size)
     return list(zip(run.outputs, run.ended, strict=True))
@@ -309,8 +322,11 @@ class _Generation:
         guides: Sequence[Guide] | None,
         head: _OutputHead | None,
         on_done: Callable[[int, list[int], bool, list[float]], None] | None,
+        end_ids: frozenset[int] = frozenset(),
     ) -> None:
         self.model, self.prompts, self.budgets = model, prompts, budgets
+        self.end_ids = end_ids
+        self.row_vocab: list[torch.Tensor] | None = None  # per prompt, a mask over the head
         self.pad_id, self.stops, self.guides = pad_id, stops, guides
         self.head, self.on_done = head, on_done
         # with an output head the body gives hidden states and the head the logits
@@ -380,7 +396,10 @@ class _Generation:
         guides = self.guides
         row_guides = None if guides is None else [guides[target.rows[b]] for b in live]
         picks = choose(logits, row_guides, self.head)
-        logprobs = chosen_logprobs(logits, picks, self.head)
+        masks = None
+        if self.row_vocab is not None:
+            masks = torch.stack([self.row_vocab[target.rows[b]] for b in live]).to(logits.device)
+        logprobs = chosen_logprobs(logits, picks, self.head, masks)
         for b, token, logprob in zip(live, picks, logprobs, strict=True):
             self._take(target, b, token, logprob)
         keep = [b for b, r in enumerate(target.rows) if not self.finished[r]]
@@ -396,6 +415,7 @@ class _Generation:
         else:
             self.outputs[r].append(token)
             self.logprobs[r].append(logprob)
+            self.ended[r] = token in self.end_ids
         target.pending[b] = self.pad_id if stop else token
         if self.ended[r] or len(self.outputs[r]) >= self.budgets[r]:
             self.finished[r] = True

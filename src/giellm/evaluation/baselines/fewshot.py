@@ -84,13 +84,13 @@ class FewShotClient:
             "model": self.model,
             "max_tokens": self.max_tokens,
             "temperature": 0,
+            "stop": ["\n"],  # the answer is one line: stop there, not at max_tokens
         }
         if self.mode == "chat":
             body["messages"] = chat_messages(self.shots, query, self.schema)
             route = "/chat/completions"
         else:
             body["prompt"] = completion_prompt(self.shots, query)
-            body["stop"] = ["\n"]
             route = "/completions"
         try:
             response = client.post(self.base_url.rstrip("/") + route, json=body)

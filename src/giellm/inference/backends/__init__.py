@@ -51,8 +51,15 @@ class Backend(Protocol):
         rows end."""
         ...
 
-    def free_rows(self, prompts: list[list[int]], max_tokens: int, batch_size: int) -> Rows:
-        """Greedy rows with no constraint (the completion routes)."""
+    def free_rows(
+        self,
+        prompts: list[list[int]],
+        max_tokens: int,
+        batch_size: int,
+        end_ids: frozenset[int] = frozenset(),
+    ) -> Rows:
+        """Greedy rows with no constraint (the completion routes); a row ends early at a token
+        of `end_ids` (kept: it holds a stop string), where the backend can."""
         ...
 
 

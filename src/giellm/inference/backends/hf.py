@@ -63,15 +63,26 @@ class HFBackend:
         index: VocabIndex,
         on_done: OnDone | None,
     ) -> Rows:
-        guides, vocab = None, None
+        guides, vocab, masks = None, None, None
         if layouts is not None:
             grammars = [Grammar(w.task, w.schema, w.text) for w in layouts]
             guides = [TokenGuide(index, g) for g in grammars]
             vocab = self._output_vocab(grammars, index) if self.output_vocab else None
-        return self._greedy(prompts, max_tokens, batch_size, guides, on_done, vocab)
+            if vocab is not None and self._chars is not None:  # each row's own share of it
+                texts = [{g.text.decode()} | (g.names() or set()) for g in grammars]
+                masks = self._chars.masks(vocab, texts, always=[index.eos_id])
+        return self._greedy(
+            prompts, max_tokens, batch_size, guides, on_done, vocab, row_vocab=masks
+        )
 
-    def free_rows(self, prompts: list[list[int]], max_tokens: int, batch_size: int) -> Rows:
-        return self._greedy(prompts, max_tokens, batch_size)
+    def free_rows(
+        self,
+        prompts: list[list[int]],
+        max_tokens: int,
+        batch_size: int,
+        end_ids: frozenset[int] = frozenset(),
+    ) -> Rows:
+        return self._greedy(prompts, max_tokens, batch_size, end_ids=end_ids)
 
     def _output_vocab(self, grammars: Sequence[Grammar], index: VocabIndex) -> Any:
         """The tokens these grammars can allow (None: any, as with an open name set)."""
@@ -94,6 +105,8 @@ class HFBackend:
         guides: list[TokenGuide] | None = None,
         on_done: OnDone | None = None,
         vocab: Any = None,
+        end_ids: frozenset[int] = frozenset(),
+        row_vocab: Any = None,
     ) -> Rows:
         from giellm.models.decoding import greedy  # torch loads only when a model runs
 
@@ -110,4 +123,6 @@ class HFBackend:
             on_done=on_done,
             stop_ids=stop_ids(self.model, tok),
             vocab=vocab,
+            end_ids=end_ids,
+            row_vocab=row_vocab,
         )

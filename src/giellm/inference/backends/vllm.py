@@ -128,5 +128,11 @@ class VllmBackend:
                 on_done(k, ids, ended, None)  # no logprobs asked of vLLM: items go unscored
         return rows
 
-    def free_rows(self, prompts: list[list[int]], max_tokens: int, batch_size: int) -> Rows:
-        return self._run(prompts, max_tokens, [None] * len(prompts))
+    def free_rows(
+        self,
+        prompts: list[list[int]],
+        max_tokens: int,
+        batch_size: int,
+        end_ids: frozenset[int] = frozenset(),
+    ) -> Rows:
+        return self._run(prompts, max_tokens, [None] * len(prompts))  # the text is cut after
