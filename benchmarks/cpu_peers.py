@@ -9,7 +9,8 @@ sentences and 200 kwdlc dev windows (spread over the split). Systems, each in it
 - llama.cpp: llama-cpp-python on the merged GGUF (`giellm export --gguf`, Q8_0), the layout
   grammar in GBNF per record, one stream;
 - llama-server N: the llama.cpp server with N slots (continuous batching), N concurrent
-  clients, the grammar per request (needs `--llama-server PATH`, the binary).
+  clients, the grammar per request (needs `--llama-server PATH`, the binary; `--no-repack`,
+  as `giellm.integrations.llama_cpp.open_llama`: the AMX path segfaults in a VM).
 
 Every system's output goes through giellm's decoder and metrics, so F1 is comparable (greedy
 on the same weights agrees up to Q8_0 rounding). Prints a table, writes results/cpu_peers.json
@@ -124,26 +125,14 @@ def run_naive(case: str, gold: list[Example], args: argparse.Namespace) -> dict[
 
 
 def run_llama(case: str, gold: list[Example], args: argparse.Namespace) -> dict[str, Any]:
-    import llama_cpp
+    from giellm.integrations.llama_cpp import llama_extract, open_llama
 
-    from giellm.constraints.ebnf import layout_grammar
-    from giellm.inference.extractor import dataset_schema
-    from giellm.layout.format import build_prompt, decode
-
-    schema = dataset_schema(case, "NER")
-    llm = llama_cpp.Llama(str(args.gguf), n_ctx=2048, n_threads=2, verbose=False, seed=0)
-    found, generated = [], 0
+    llm = open_llama(args.gguf, n_threads=2)
     started = time.perf_counter()
-    for record in asked(gold):
-        grammar = llama_cpp.LlamaGrammar.from_string(
-            layout_grammar("NER", schema, record.text), verbose=False
-        )
-        answer = llm(
-            build_prompt(record.text, "NER"), max_tokens=256, temperature=0.0, grammar=grammar
-        )
-        generated += answer["usage"]["completion_tokens"]
-        found.append(decode(answer["choices"][0]["text"], record, schema).example)
-    return {"predicted": found, "seconds": time.perf_counter() - started, "generated": generated}
+    found, generated = llama_extract(llm, [g.text for g in gold], "NER", case)
+    seconds = time.perf_counter() - started
+    found = [f.model_copy(update={"id": g.id}) for f, g in zip(found, gold, strict=True)]
+    return {"predicted": found, "seconds": seconds, "generated": generated}
 
 
 def _free_port() -> int:
@@ -175,6 +164,7 @@ def run_server(case: str, gold: list[Example], args: argparse.Namespace) -> dict
             str(port),
             "--host",
             "127.0.0.1",
+            "--no-repack",
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
