@@ -203,6 +203,15 @@ def test_entity_spans_carry_scores_and_a_threshold_drops_low_ones(
     docs = list(nlp.pipe(texts[:8]))
     scored = [(s, s._.giellm_score) for d in docs for s in [*d.ents, *d.spans["giellm"]]]
     assert scored and all(score is not None and 0 < score <= 1 for _, score in scored)
+    with_ginza = spacy.load("ja_ginza")  # GiNZA's own entities have no giellm score
+    with_ginza.add_pipe("giellm", config={"task": "NER", "schema": "stockmark"})
+    for doc in with_ginza.pipe(texts[:8]):
+        ours = {
+            (e["start"], e["end"], e["type"]) for e in doc._.giellm["giellm"].get("entities", [])
+        }
+        for span in doc.ents:
+            if (span.start_char, span.end_char, span.label_) not in ours:
+                assert span._.giellm_score is None, span
     cut = sorted(score for _, score in scored)[len(scored) // 2]
     strict = spacy.load("ja_ginza", exclude=["ner"])
     strict.add_pipe("giellm", config={"task": "NER", "schema": "stockmark", "threshold": cut})

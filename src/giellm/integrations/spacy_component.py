@@ -146,7 +146,7 @@ class GiellmComponent:
         if not Doc.has_extension(EXTENSION):
             Doc.set_extension(EXTENSION, default=None)
         if not Span.has_extension(SCORE):
-            Span.set_extension(SCORE, default=None)
+            Span.set_extension(SCORE, getter=entity_score)
 
     def __call__(self, doc: Doc) -> Doc:
         (done,) = self.pipe([doc], batch_size=1)
@@ -203,16 +203,13 @@ class GiellmComponent:
         aligned, misaligned = [], []
         for entity in record.entities:
             span = doc.char_span(entity.start, entity.end, label=entity.type)
-            if span is None:
-                span = doc.char_span(
-                    entity.start, entity.end, label=entity.type, alignment_mode="expand"
-                )
-                if span is None:
-                    continue
-                misaligned.append(span)
-            else:
+            if span is not None:
                 aligned.append(span)
-            span._.set(SCORE, entity.score)  # kept in the Doc, by the span's offsets and label
+                continue
+            expanded = doc.char_span(
+                entity.start, entity.end, label=entity.type, alignment_mode="expand"
+            )
+            misaligned += [expanded] if expanded is not None else []
         kept = [] if self.overwrite_ents else list(doc.ents)
         ours = [s for s in filter_spans(aligned) if not _clashes(s, kept)]
         overlapping = [s for s in aligned if s not in ours]
@@ -230,6 +227,25 @@ class GiellmComponent:
 
     def from_disk(self, path: str | Path, *, exclude: Iterable[str] = ()) -> GiellmComponent:
         return self
+
+
+def entity_score(span: Span) -> float | None:
+    """`span._.giellm_score`: the score a giellm component gave this span's entity (same
+    label; an expanded span: the entity inside it), from the records in `doc._.giellm`; None
+    for spans giellm did not predict, such as GiNZA's own. (A stored span extension is keyed
+    by offsets alone, so GiNZA's span at the same place would show giellm's score.)"""
+    inside = []
+    for record in (span.doc._.get(EXTENSION) or {}).values():
+        for e in (record or {}).get("entities", ()):
+            if e["type"] != span.label_:
+                continue
+            if (e["start"], e["end"]) == (span.start_char, span.end_char):
+                return e.get("score")  # type: ignore[no-any-return]
+            if span.start_char <= e["start"] and e["end"] <= span.end_char:
+                inside.append(e)
+    if not inside:
+        return None
+    return max(inside, key=lambda e: e["end"] - e["start"]).get("score")  # type: ignore[no-any-return]
 
 
 def _clashes(span: Span, others: list[Span]) -> bool:
