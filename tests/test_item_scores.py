@@ -27,7 +27,9 @@ def test_token_spans_cover_characters_split_across_tokens() -> None:
     # 会 is three UTF-8 bytes, cut over two byte-fallback tokens: both cover it
     pieces = [b"<", b">", "\u4eba\u540d:".encode(), "会".encode()[:2], "会".encode()[2:], b";"]
     assert token_spans(pieces) == [(0, 1), (1, 2), (2, 5), (5, 6), (5, 6), (6, 7)]
-    assert token_spans([b"\xe4\xbc"]) is None  # a character cut short: no offsets, no scores
+    # a character cut short at the end (the budget ran out) covers nothing; others keep theirs
+    assert token_spans([b"<>", "会".encode()[:2]]) == [(0, 2), (2, 2)]
+    assert token_spans([b"\xff", b"<>"]) is None  # not UTF-8: no offsets, no scores
 
 
 def test_piece_ranges_follow_the_layout() -> None:

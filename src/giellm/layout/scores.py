@@ -21,22 +21,26 @@ Scorer = Callable[[int, int], "float | None"]  # [start, end) of the generated t
 
 def token_spans(pieces: Sequence[bytes]) -> list[tuple[int, int]] | None:
     """[start, end) in characters of the decoded text for each token's bytes; a token with
-    part of a character covers that character. None when the bytes are not clean UTF-8."""
+    part of a character covers that character. A character cut short at the end (the output
+    hit its budget) covers nothing; None when the bytes are not UTF-8 elsewhere."""
     raw = b"".join(pieces)
     try:
         text = raw.decode("utf-8")
-    except UnicodeDecodeError:
-        return None
+    except UnicodeDecodeError as err:
+        if err.reason != "unexpected end of data":
+            return None
+        text = raw[: err.start].decode("utf-8")
     char_at: list[int] = []  # byte offset -> index of the character it belongs to
     for index, char in enumerate(text):
         char_at += [index] * len(char.encode("utf-8"))
     spans, offset = [], 0
     for piece in pieces:
-        if not piece:
+        last = offset + len(piece) - 1
+        if not piece or offset >= len(char_at):  # empty, or inside the cut-off tail
             start = char_at[offset] if offset < len(char_at) else len(text)
             spans.append((start, start))
-            continue
-        spans.append((char_at[offset], char_at[offset + len(piece) - 1] + 1))
+        else:
+            spans.append((char_at[offset], char_at[min(last, len(char_at) - 1)] + 1))
         offset += len(piece)
     return spans
 
