@@ -74,6 +74,11 @@ def test_content_parts_and_the_developer_role_are_read(client: openai.OpenAI) ->
     assert answer("developer", parts) == answer("system", TEXT)
 
 
+def _unscored(record: dict[str, Any]) -> dict[str, Any]:
+    entities = [{k: v for k, v in e.items() if k != "score"} for e in record.get("entities", [])]
+    return record | {"entities": entities}
+
+
 def test_a_task_is_answered_as_one_valid_record(client: openai.OpenAI) -> None:
     asked = client.chat.completions.create(
         model=MODEL,
@@ -90,7 +95,9 @@ def test_a_task_is_answered_as_one_valid_record(client: openai.OpenAI) -> None:
         messages=[{"role": "user", "content": TEXT}],
         response_format={"type": "json_schema", "json_schema": {"name": "NER", "schema": {}}},
     )
-    assert json.loads(by_format.choices[0].message.content or "") == record  # same task, greedy
+    # same task, greedy: the same record; scores may differ (no schema here: the model's own
+    # label sets, so each step's softmax runs over another set of names)
+    assert _unscored(json.loads(by_format.choices[0].message.content or "")) == _unscored(record)
 
     only_people = client.chat.completions.create(
         model=MODEL,
