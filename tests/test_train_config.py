@@ -31,7 +31,8 @@ def test_shipped_ablation_config_loads() -> None:
         assert len(ablation.variants) >= 4
         split = next(v for v in ablation.variants if v.label_task)
         assert any(not d.text_label for d in split.data)
-    assert len(ablation.seeds) == 3 and ablation.train["lora"]["r"] >= 32
+    # seeds tell an effect from noise: at least two (trained runs are reused when more are added)
+    assert len(set(ablation.seeds)) >= 2 and ablation.train["lora"]["r"] >= 32
 
 
 def test_overrides_replace_top_level_keys(tmp_path: Path) -> None:
