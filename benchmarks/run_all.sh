@@ -10,6 +10,7 @@ export HF_HUB_OFFLINE=1
 .venv/bin/python benchmarks/train_speed.py          # Gemma 270M LoRA: old path vs new, ~45 min
 .venv/bin/python benchmarks/busy_machine.py
 .venv/bin/python benchmarks/serve_load.py
+.venv/bin/python benchmarks/startup.py
 .venv/bin/python benchmarks/dev_eval.py --out results/giellm_ja_dev.json \
     --cases stockmark:NER,livedoor:TC,jrte:SA,kwdlc:NER,kwdlc:PAS,jacred:RE,fkc:NER,wac:NER,wac:PAS
 .venv/bin/python benchmarks/dev_eval.py --model tiny --out results/tiny_ja_dev.json
