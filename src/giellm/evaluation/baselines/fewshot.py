@@ -76,7 +76,7 @@ class FewShotClient:
     api_key_env: str = "OPENAI_API_KEY"
     max_tokens: int = 128
     concurrency: int = 8
-    timeout: float = 120.0
+    timeout: float = 600.0  # 8 long k-shot prompts batched on one CPU core took over 120 s
 
     def _post(self, client: httpx.Client, record: Example) -> str:
         query = Example(id=record.id, task=record.task, text=record.text)
