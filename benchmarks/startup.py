@@ -31,7 +31,7 @@ def model_files() -> list[Path]:
     """The files a cold start reads from disk: the GGUF parts, the adapter, torch's libraries."""
     import importlib.util
 
-    from giellm.models.bases import GEMMA_3_270M, _part_files
+    from giellm.models.bases import GEMMA_3_270M, part_files
 
     roots = []
     for name in ("giellm", "torch"):
@@ -39,7 +39,7 @@ def model_files() -> list[Path]:
         if spec and spec.origin:
             roots.append(Path(spec.origin).parent)
     files = [f for root in roots for f in root.rglob("*") if f.is_file()]
-    return _part_files(GEMMA_3_270M) + [f for f in files if f.stat().st_size > 1_000_000]
+    return part_files(GEMMA_3_270M) + [f for f in files if f.stat().st_size > 1_000_000]
 
 
 def drop_from_page_cache(files: list[Path]) -> int:

@@ -324,7 +324,7 @@ def report(
         str, typer.Option(help="comma list of giellm, ginza, fewshot, tiny")
     ] = "giellm,ginza,fewshot,tiny",
     cases: Annotated[
-        str | None, typer.Option(help="DATASET:TASK,… (default: the seven shared dev cases)")
+        str | None, typer.Option(help="DATASET:TASK,… (default: every shared dev case, 9)")
     ] = None,
     model: ModelOption = None,
     also: Annotated[

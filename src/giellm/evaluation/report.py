@@ -126,12 +126,29 @@ def ablation_findings(rows: Sequence[dict[str, Any]]) -> list[str]:
     return out
 
 
+def _case_bars(
+    rows: Sequence[dict[str, Any]],
+) -> tuple[list[tuple[str, str]], list[str], dict[str, list[tuple[float, dict[str, Any]]]]]:
+    """Bar positions per system: each case gets a slot for the systems that ran it, side by
+    side (no empty gaps where a system skipped a case), and each system keeps one colour."""
+    cases = list(dict.fromkeys((r["dataset"], r["task"]) for r in rows))
+    systems = list(dict.fromkeys(r["system"] for r in rows))
+    bars: dict[str, list[tuple[float, dict[str, Any]]]] = {s: [] for s in systems}
+    for c, case in enumerate(cases):
+        here = [r for r in rows if (r["dataset"], r["task"]) == case]
+        width = 0.8 / len(here)
+        for i, row in enumerate(here):
+            bars[row["system"]].append((c - 0.4 + width * (i + 0.5), row))
+    return cases, systems, bars
+
+
 def plot_scores(
     rows: Sequence[dict[str, Any]],
     path: Path,
     metric_of: Callable[[dict[str, Any]], str] | None = None,
 ) -> None:
-    """Grouped bars: each case's figure per system (`metric_of(row)`; default its main one)."""
+    """Grouped bars: each case's figure per system (`metric_of(row)`; default its main one),
+    with the seeds' lowest-to-highest range as an error bar where rows pool several seeds."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -139,23 +156,26 @@ def plot_scores(
 
     pick = metric_of or (lambda row: main_metric(row["task"]))
     short = {"f1": "F1", "text_accuracy": "acc", "overall_accuracy": "overall acc"}
-    cases = list(dict.fromkeys((r["dataset"], r["task"]) for r in rows))
-    systems = list(dict.fromkeys(r["system"] for r in rows))
-    width = 0.8 / max(len(systems), 1)
+    cases, systems, bars = _case_bars(rows)
+    names = {(r["dataset"], r["task"]): pick(r) for r in rows}
+    most = max(sum((r["dataset"], r["task"]) == c for r in rows) for c in cases)
     fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(cases)), 4))
-    names = {}
-    for i, system in enumerate(systems):
-        values = []
-        for case in cases:
-            match = [r for r in rows if (r["dataset"], r["task"]) == case and r["system"] == system]
-            if match:
-                names[case] = pick(match[0])
-            values.append((match[0][names[case]] or 0.0) if match else 0.0)
-        ax.bar([c + i * width for c in range(len(cases))], values, width, label=system)
-    ax.set_xticks([c + 0.4 - width / 2 for c in range(len(cases))])
+    for system in systems:
+        xs = [x for x, _ in bars[system]]
+        values = [r[pick(r)] or 0.0 for _, r in bars[system]]
+        spread = [r.get("spread") if r.get("seeds", 1) > 1 else None for _, r in bars[system]]
+        errors = None
+        if any(spread):
+            low = [v - (s[0] if s else v) for v, s in zip(values, spread, strict=True)]
+            high = [(s[1] if s else v) - v for v, s in zip(values, spread, strict=True)]
+            errors = [low, high]
+        ax.bar(xs, values, 0.8 / most, yerr=errors, capsize=3, label=system)
+    ax.set_xticks(range(len(cases)))
     ax.set_xticklabels([f"{d}\n{t} ({short.get(names[(d, t)], names[(d, t)])})" for d, t in cases])
     ax.set_ylim(0, 1)
     ax.set_ylabel("the figure under each case")
+    if any(r.get("seeds", 1) > 1 for r in rows):
+        ax.set_title("mean over seeds; bars span the lowest to the highest seed", fontsize="small")
     ax.legend(fontsize="small")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -163,21 +183,25 @@ def plot_scores(
 
 
 def plot_throughput(rows: Sequence[dict[str, Any]], path: Path) -> None:
-    """Records per second per system, summed over every case it ran (a linear axis: the
-    ratios are what a reader compares)."""
+    """Records per second per case and system, on a linear axis (the ratios are what a reader
+    compares); every system's bar for a case is measured on that case's records."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    systems = list(dict.fromkeys(r["system"] for r in rows))
-    rates = []
-    for s in systems:
-        mine = [r for r in rows if r["system"] == s]
-        rates.append(sum(r["records"] for r in mine) / max(sum(r["seconds"] for r in mine), 1e-9))
-    fig, ax = plt.subplots(figsize=(6, 3))
-    ax.barh(systems, rates)
-    ax.set_xlabel("records / second on this machine")
+    cases, systems, bars = _case_bars(rows)
+    most = max(sum((r["dataset"], r["task"]) == c for r in rows) for c in cases)
+    fig, ax = plt.subplots(figsize=(6, max(3, 0.9 * len(cases) + 1)))
+    for system in systems:
+        xs = [x for x, _ in bars[system]]
+        rates = [r["records"] / max(r["seconds"], 1e-9) for _, r in bars[system]]
+        ax.barh(xs, rates, 0.8 / most, label=system)
+    ax.set_yticks(range(len(cases)))
+    ax.set_yticklabels([f"{d} {t}" for d, t in cases])
+    ax.invert_yaxis()
+    ax.set_xlabel("records / second on this machine (linear)")
+    ax.legend(fontsize="small")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

@@ -31,6 +31,8 @@ DEFAULT_CASES = [
     ("kwdlc", "PAS"),
     ("jacred", "RE"),
     ("fkc", "NER"),
+    ("wac", "NER"),
+    ("wac", "PAS"),
 ]
 
 Advance = Callable[[], None]

@@ -75,7 +75,9 @@ def giellm_home() -> Path:
     return Path(xdg) / "giellm"
 
 
-def _part_files(packaged: PackagedGGUF) -> list[Path]:
+def part_files(packaged: PackagedGGUF) -> list[Path]:
+    """The installed files that join, in order, into the base's GGUF; a missing package is
+    an error that says what to pip install."""
     from importlib import import_module
     from importlib.resources import files
 
@@ -132,7 +134,7 @@ def packaged_gguf(packaged: PackagedGGUF) -> Path:
             verified.write_text(str(_identity(target)), encoding="utf-8")
             return target
         target.unlink()  # damaged: joined again below from the installed parts
-    parts = _part_files(packaged)
+    parts = part_files(packaged)
     _cache_dir(target.parent)
     fd, temp = tempfile.mkstemp(dir=target.parent, prefix=f".{packaged.file}.")
     try:
