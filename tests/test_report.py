@@ -4,6 +4,7 @@ server on loopback, the MRE ablation machinery on a tiny base, and `giellm repor
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -288,3 +289,28 @@ def test_report_rejects_unknown_systems_and_cases(tmp_path: Path) -> None:
     assert bad.returncode == 2 and "not DATASET:TASK" in bad.stderr
     bad = run_cli("report", "--shots", "3,five", "-o", str(tmp_path))
     assert bad.returncode == 2 and "--shots '3,five'" in bad.stderr
+
+
+def test_a_system_lets_its_model_go_after_its_last_case(data_dir: Path) -> None:
+    # a report over an ablation's many runs must not hold every model at once (24 Gemma runs
+    # filled 13 GB and the kernel killed the report)
+    from giellm.evaluation.systems import GiellmSystem, run_cases
+
+    early = GiellmSystem("early", "tiny", cases=frozenset({("jrte", "SA")}))
+    late = GiellmSystem("late", "tiny")
+    held = []
+
+    def track(description: str, total: int) -> Callable[[], None]:
+        held.append((description, early._extractor is not None, late._extractor is not None))
+        return lambda: None
+
+    rows = run_cases([early, late], [("jrte", "SA"), ("livedoor", "TC")], limit=4, track=track)
+    assert [(r["system"], r["dataset"]) for r in rows] == [
+        ("early", "jrte"),
+        ("late", "jrte"),
+        ("late", "livedoor"),
+    ]
+    # when `late` starts livedoor, `early` (jrte only) has been let go; `late` still runs
+    assert held[-1] == ("late: livedoor TC", False, True)
+    assert early._extractor is None and late._extractor is None
+    assert all(r["records"] == 4 for r in rows)

@@ -84,6 +84,13 @@ class GiellmSystem:
             self.tasks = frozenset(model_meta(self.model).schemas)
         return not self.tasks or task in self.tasks
 
+    def release(self) -> None:
+        """Let the loaded model go (it is loaded again if asked for)."""
+        import gc
+
+        self._extractor = None
+        gc.collect()
+
     def predict(self, dataset: str, records: Sequence[Example], advance: Advance) -> list[Example]:
         if self._extractor is None:
             from giellm.inference.extractor import Extractor
@@ -311,12 +318,17 @@ def run_cases(
     `track(description, total)` gives the callback a system calls per record."""
     from giellm.data.registry import load
 
+    # the case after which a system has nothing left to do: its model is let go there, so a
+    # report over many models (an ablation's runs) holds one at a time, not all of them
+    last = {id(s): i for i, case in enumerate(cases) for s in runners if s.supports(*case)}
     rows = []
-    for dataset, task in cases:
+    for i, (dataset, task) in enumerate(cases):
         split = spread(load(dataset, "dev", task), limit)
         for system in runners:
             if system.supports(dataset, task):
                 gold = spread(split, getattr(system, "limit", None))  # a slow system: fewer
                 advance = track(f"{system.name}: {dataset} {task}", len(gold)) if track else None
                 rows.append(evaluate_system(system, dataset, gold, advance or (lambda: None)))
+                if last[id(system)] == i and hasattr(system, "release"):
+                    system.release()
     return rows
