@@ -5,7 +5,7 @@
 # splits. Two reports over halves of the cases, one per core (`--threads 1`), merged into one.
 # LIMIT=150 (records a case) and FEWSHOT=40 (a k-shot row's records; half of it for livedoor
 # and fkc, whose k-shot prompts hold k 256-character articles) keep it inside ~45 min on 2
-# cores; LIMIT=0 scores whole splits (~3 h). Logs: build/reportA.log, build/reportB.log.
+# cores; LIMIT=0 scores whole splits (~1 h 20 min a half). Logs: build/reportA.log, build/reportB.log.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export OMP_WAIT_POLICY=PASSIVE HF_HUB_OFFLINE=1
