@@ -159,7 +159,7 @@ def plot_scores(
     cases, systems, bars = _case_bars(rows)
     names = {(r["dataset"], r["task"]): pick(r) for r in rows}
     most = max(sum((r["dataset"], r["task"]) == c for r in rows) for c in cases)
-    fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(cases)), 4))
+    fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(cases)) + 2, 4))
     for system in systems:
         xs = [x for x, _ in bars[system]]
         values = [r[pick(r)] or 0.0 for _, r in bars[system]]
@@ -176,7 +176,7 @@ def plot_scores(
     ax.set_ylabel("the figure under each case")
     if any(r.get("seeds", 1) > 1 for r in rows):
         ax.set_title("mean over seeds; bars span the lowest to the highest seed", fontsize="small")
-    ax.legend(fontsize="small")
+    ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.0, 1.0))  # off the bars
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
