@@ -128,18 +128,21 @@ def ablation_findings(rows: Sequence[dict[str, Any]]) -> list[str]:
 
 def _case_bars(
     rows: Sequence[dict[str, Any]],
-) -> tuple[list[tuple[str, str]], list[str], dict[str, list[tuple[float, dict[str, Any]]]]]:
-    """Bar positions per system: each case gets a slot for the systems that ran it, side by
-    side (no empty gaps where a system skipped a case), and each system keeps one colour."""
+) -> tuple[list[tuple[str, str]], list[str], dict[str, list[tuple[float, dict[str, Any]]]], float]:
+    """Bar positions per system and one bar width: each case gets a slot for the systems that
+    ran it, side by side (no empty gaps where a system skipped a case), and each system keeps
+    one colour."""
     cases = list(dict.fromkeys((r["dataset"], r["task"]) for r in rows))
     systems = list(dict.fromkeys(r["system"] for r in rows))
     bars: dict[str, list[tuple[float, dict[str, Any]]]] = {s: [] for s in systems}
+    most = 1
     for c, case in enumerate(cases):
         here = [r for r in rows if (r["dataset"], r["task"]) == case]
-        width = 0.8 / len(here)
+        most = max(most, len(here))
+        slot = 0.8 / len(here)
         for i, row in enumerate(here):
-            bars[row["system"]].append((c - 0.4 + width * (i + 0.5), row))
-    return cases, systems, bars
+            bars[row["system"]].append((c - 0.4 + slot * (i + 0.5), row))
+    return cases, systems, bars, 0.8 / most
 
 
 def plot_scores(
@@ -156,9 +159,8 @@ def plot_scores(
 
     pick = metric_of or (lambda row: main_metric(row["task"]))
     short = {"f1": "F1", "text_accuracy": "acc", "overall_accuracy": "overall acc"}
-    cases, systems, bars = _case_bars(rows)
+    cases, systems, bars, width = _case_bars(rows)
     names = {(r["dataset"], r["task"]): pick(r) for r in rows}
-    most = max(sum((r["dataset"], r["task"]) == c for r in rows) for c in cases)
     fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(cases)) + 2, 4))
     for system in systems:
         xs = [x for x, _ in bars[system]]
@@ -169,7 +171,7 @@ def plot_scores(
             low = [v - (s[0] if s else v) for v, s in zip(values, spread, strict=True)]
             high = [(s[1] if s else v) - v for v, s in zip(values, spread, strict=True)]
             errors = [low, high]
-        ax.bar(xs, values, 0.8 / most, yerr=errors, capsize=3, label=system)
+        ax.bar(xs, values, width, yerr=errors, capsize=3, label=system)
     ax.set_xticks(range(len(cases)))
     ax.set_xticklabels([f"{d}\n{t} ({short.get(names[(d, t)], names[(d, t)])})" for d, t in cases])
     ax.set_ylim(0, 1)
@@ -190,13 +192,12 @@ def plot_throughput(rows: Sequence[dict[str, Any]], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    cases, systems, bars = _case_bars(rows)
-    most = max(sum((r["dataset"], r["task"]) == c for r in rows) for c in cases)
+    cases, systems, bars, width = _case_bars(rows)
     fig, ax = plt.subplots(figsize=(6, max(3, 0.9 * len(cases) + 1)))
     for system in systems:
         xs = [x for x, _ in bars[system]]
         rates = [r["records"] / max(r["seconds"], 1e-9) for _, r in bars[system]]
-        ax.barh(xs, rates, 0.8 / most, label=system)
+        ax.barh(xs, rates, width, label=system)
     ax.set_yticks(range(len(cases)))
     ax.set_yticklabels([f"{d} {t}" for d, t in cases])
     ax.invert_yaxis()
