@@ -40,13 +40,21 @@ def main() -> None:
         "--limit", type=int, default=None, help="N dev records per case, spread over the split"
     )
     parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument(
+        "--max-new-tokens",
+        type=int,
+        default=None,
+        help="tokens a window may generate (default: the model's giellm.json)",
+    )
     parser.add_argument("--cases", default=None, help="comma list like stockmark:NER,jrte:SA")
     parser.add_argument("--out", default="results/giellm_ja_dev.json")
     args = parser.parse_args()
     cases = [tuple(c.split(":")) for c in args.cases.split(",")] if args.cases else DEFAULT_CASES
 
     configure_threads()  # the usable CPUs (affinity, cgroup quota)
-    extractor = Extractor(args.model, batch_size=args.batch_size)
+    extractor = Extractor(
+        args.model, batch_size=args.batch_size, max_new_tokens=args.max_new_tokens
+    )
     rows = []
     for name, task in cases:
         gold = spread(load(name, "dev", task), args.limit)
@@ -96,6 +104,7 @@ def write(out: Path, args: argparse.Namespace, rows: list[dict], *, complete: bo
         "model": args.model or "default (giellm-ja: Gemma 3 270M + adapter)",
         "limit": args.limit,
         "batch_size": args.batch_size,
+        "max_new_tokens": args.max_new_tokens,
         "constrained": True,
         "complete": complete,
         "cases": rows,
