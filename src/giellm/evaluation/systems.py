@@ -59,6 +59,9 @@ class System(Protocol):
         self, dataset: str, records: Sequence[Example], advance: Advance
     ) -> list[Example]: ...
 
+    def release(self) -> None:
+        """Let go of what predicting loaded: the report calls it after a system's last case."""
+
 
 @dataclass
 class GiellmSystem:
@@ -154,6 +157,9 @@ class GinzaSystem:
             advance()
         return out
 
+    def release(self) -> None:
+        self._models.clear()
+
 
 @dataclass
 class FewShotSystem:
@@ -169,6 +175,9 @@ class FewShotSystem:
 
     def supports(self, dataset: str, task: str) -> bool:
         return True
+
+    def release(self) -> None:
+        pass  # holds nothing between calls: the server holds the model
 
     def predict(self, dataset: str, records: Sequence[Example], advance: Advance) -> list[Example]:
         from giellm.data.registry import get_format, load
@@ -329,6 +338,6 @@ def run_cases(
                 gold = spread(split, getattr(system, "limit", None))  # a slow system: fewer
                 advance = track(f"{system.name}: {dataset} {task}", len(gold)) if track else None
                 rows.append(evaluate_system(system, dataset, gold, advance or (lambda: None)))
-                if last[id(system)] == i and hasattr(system, "release"):
+                if last[id(system)] == i:
                     system.release()
     return rows
