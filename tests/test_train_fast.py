@@ -239,3 +239,21 @@ def test_train_runs_on_jemalloc_where_installed_and_on_malloc_when_told(
     assert _tiny_train(tmp_path / "a", base)["allocator"] == expected
     told = _tiny_train(tmp_path / "b", base, env={"GIELLM_ALLOCATOR": "system"})
     assert told["allocator"] == "system"
+
+
+def test_float32_training_on_a_cpu_without_bfloat16_says_so_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from giellm.models.loading import bf16_native
+    from giellm.training import precision
+
+    precision._warn_float32_training.cache_clear()
+    config = _gemma_config(tmp_path / "out", tmp_path / "base")
+    with caplog.at_level("WARNING", logger="giellm"):
+        chosen = [mixed_precision(config), mixed_precision(config)]
+    warnings = [r for r in caplog.records if "no native bfloat16" in r.getMessage()]
+    if bf16_native("cpu") or torch.cuda.is_available():  # this machine's own answer, not a mock
+        assert chosen == ["bf16", "bf16"] and not warnings
+    else:
+        assert chosen == ["no", "no"] and load_dtype(config) == "float32"
+        assert len(warnings) == 1  # once per process, however often the run asks

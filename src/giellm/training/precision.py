@@ -7,8 +7,13 @@ at each step, while LoRA weights and optimizer state stay float32.
 
 from __future__ import annotations
 
+import functools
+import logging
+
 from giellm.models.loading import bf16_native
 from giellm.training.config import TrainConfig
+
+logger = logging.getLogger(__name__)
 
 
 def on_cpu() -> bool:
@@ -38,4 +43,18 @@ def mixed_precision(config: TrainConfig) -> str:
     """`mixed_precision` with auto resolved: bf16 autocast where the device runs it natively."""
     if config.mixed_precision != "auto":
         return config.mixed_precision
-    return "bf16" if bf16_native(training_device()) else "no"
+    device = training_device()
+    if bf16_native(device):
+        return "bf16"
+    if device == "cpu":
+        _warn_float32_training()
+    return "no"
+
+
+@functools.cache
+def _warn_float32_training() -> None:
+    """Once per process: the run's speed is a quarter of what the docs quote for AMX CPUs."""
+    logger.warning(
+        "this CPU has no native bfloat16 (AMX or AVX512-BF16): training runs in float32, "
+        "several times slower than on one that has it (docs/model.md, 'Training on a CPU')"
+    )
