@@ -48,6 +48,8 @@ from transformers.cache_utils import DynamicLayer, DynamicSlidingWindowLayer  # 
 
 _CANDIDATES = 32  # top tokens a guided row tries before its guide walks the whole vocabulary
 _PREFILL_ROWS = 8  # prompts prefilled together: fewer pad positions than one wide prefill
+_REFILL_SHARE = 4  # waiting prompts join once 1/_REFILL_SHARE of the batch's rows are free
+_DROP_SHARE = 4  # finished rows leave once they are 1/_DROP_SHARE of the batch (a cache copy)
 
 
 class Guide(Protocol):
@@ -348,7 +350,7 @@ class _Generation:
         while waiting or batch is not None:
             free = batch_size - (0 if batch is None else len(batch.rows))
             can_join = batch is None or _joinable(batch.cache)
-            if waiting and can_join and free >= max(1, batch_size // 4):
+            if waiting and can_join and free >= max(1, batch_size // _REFILL_SHARE):
                 taken, waiting = waiting[:free], waiting[free:]
                 chunks = [self.prefill(taken[k : k + group]) for k in range(0, len(taken), group)]
                 joining = [b for b in ([] if batch is None else [batch]) + chunks if b.rows]
@@ -403,7 +405,7 @@ class _Generation:
         for b, token, logprob in zip(live, picks, logprobs, strict=True):
             self._take(target, b, token, logprob)
         keep = [b for b, r in enumerate(target.rows) if not self.finished[r]]
-        if len(target.rows) - len(keep) >= max(1, len(target.rows) // 4):
+        if len(target.rows) - len(keep) >= max(1, len(target.rows) // _DROP_SHARE):
             _keep(target, keep)
 
     def _take(self, target: _Batch, b: int, token: int, logprob: float) -> None:
