@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import socket
 import statistics
@@ -36,6 +35,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
+
+from machine import describe
 
 from giellm.data.registry import load
 from giellm.evaluation.metrics import score
@@ -346,11 +347,7 @@ def main() -> None:
             f"{r['generated_tokens_per_second']:>9.1f}{r['f1'] or 0:>8.3f}{r['peak_rss_mib']:>9.0f}"
         )
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    machine = {
-        "platform": platform.platform(),
-        "cpus": os.cpu_count(),
-        "python": sys.version.split()[0],
-    }
+    machine = describe()
     args.out.write_text(
         json.dumps({"machine": machine, "best": best, "runs": runs}, indent=1) + "\n"
     )

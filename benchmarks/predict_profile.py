@@ -21,8 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import statistics
 import time
 from collections import Counter, defaultdict
@@ -31,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from machine import describe
 
 from giellm.data.registry import load
 from giellm.evaluation.metrics import score
@@ -213,20 +212,7 @@ def main() -> None:
         ),
         "linear_gflop_per_token": round(flops_per_token / 1e9, 3),
         "copy_bandwidth_gb_s": round(bandwidth / 1e9, 1),
-        "machine": {
-            "platform": platform.platform(),
-            "cpu": next(
-                (
-                    line.split(":", 1)[1].strip()
-                    for line in Path("/proc/cpuinfo").read_text().splitlines()
-                    if line.startswith("model name")
-                ),
-                platform.processor(),
-            ),
-            "cpus": os.cpu_count(),
-            "torch_threads": torch.get_num_threads(),
-            "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-        },
+        "machine": describe(),
     }
     print(
         f"{len(gold)} records in {total:.1f} s ({result['records_per_second']} rec/s), F1 {f1:.3f}"

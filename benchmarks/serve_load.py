@@ -10,14 +10,14 @@ Writes results/serve_load.json.
 The server is started as `python -c "from giellm.cli import main; main()"`, so
 `PYTHONPATH=OTHER/src` measures another checkout (a before/after comparison).
 
-Run: .venv/bin/python benchmarks/serve_load.py [--requests N] [--levels 1,8,32]
+Run: OMP_WAIT_POLICY=PASSIVE .venv/bin/python benchmarks/serve_load.py [--requests N]
+     [--levels 1,8,32] [--soak-seconds S] [--large-texts N --large-chars C]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import signal
 import socket
 import statistics
@@ -28,6 +28,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
+from machine import describe
 from rich.progress import Progress
 
 from giellm.data.registry import load
@@ -109,12 +110,13 @@ def level(url: str, texts: list[str], clients: int, progress: Progress) -> dict[
     }
 
 
-def head_of_line(url: str, texts: list[str]) -> dict[str, object]:
-    """Latency of one-sentence requests sent back to back while a large request runs."""
+def head_of_line(url: str, texts: list[str], count: int, chars: int) -> dict[str, object]:
+    """Latency of one-sentence requests sent back to back while a large request (`count`
+    texts of `chars` characters) runs."""
     import threading
 
     joined = "".join(texts)
-    large = [(joined * 2)[i * 997 : i * 997 + 6000] for i in range(16)]
+    large = [(joined * 2)[i * 997 : i * 997 + chars] for i in range(count)]
     finished = threading.Event()
     large_seconds: list[float] = []
 
@@ -138,7 +140,7 @@ def head_of_line(url: str, texts: list[str]) -> dict[str, object]:
         latencies.append(time.perf_counter() - started)
     thread.join()
     return {
-        "large_request": "16 texts x 6,000 characters",
+        "large_request": f"{count} texts x {chars:,} characters",
         "large_seconds": round(large_seconds[0], 2),
         "small_requests_during_large": len(latencies),
         "small_latency_p50_s": round(statistics.median(latencies), 3),
@@ -188,6 +190,8 @@ def main() -> None:
     parser.add_argument("--max-batch", type=int, default=64)
     parser.add_argument("--max-wait-ms", type=float, default=20)
     parser.add_argument("--soak-seconds", type=float, default=60, help="64-client soak; 0: none")
+    parser.add_argument("--large-texts", type=int, default=16, help="head-of-line request")
+    parser.add_argument("--large-chars", type=int, default=6000, help="characters per text")
     parser.add_argument("--out", default="results/serve_load.json")
     args = parser.parse_args()
     texts = [r.text for r in load("stockmark", "dev", "NER")][: args.requests]
@@ -199,7 +203,8 @@ def main() -> None:
                 rows.append(level(url, texts, int(clients), progress))
                 rows[-1]["server_rss_mib_after"] = rss_mib(process.pid)
         soaked = soak(url, process.pid, texts, 64, args.soak_seconds) if args.soak_seconds else None
-        blocking = head_of_line(url, [r.text for r in load("stockmark", "dev", "NER")])
+        every = [r.text for r in load("stockmark", "dev", "NER")]
+        blocking = head_of_line(url, every, args.large_texts, args.large_chars)
     finally:
         process.send_signal(signal.SIGINT)
         process.wait(timeout=60)
@@ -210,7 +215,7 @@ def main() -> None:
         "lost_or_mismatched": sum(r["errors"] + r["mismatched"] for r in rows),
         "soak": soaked,
         "head_of_line": blocking,
-        "cpu_count": os.cpu_count(),
+        "machine": describe(),
     }
     print(json.dumps(result, indent=1))
     Path(args.out).write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")

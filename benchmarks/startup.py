@@ -23,6 +23,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from machine import describe
+
 SENTENCE = "ソフトバンクグループの孫正義会長は福岡市で記者会見を開いた。"
 COMMAND = [sys.executable, "-m", "giellm", "extract", SENTENCE, "--task", "NER"]
 
@@ -96,7 +98,7 @@ def main() -> None:
         "seconds": {case: [round(t, 2) for t in ts] for case, ts in times.items()},
         "median_seconds": {case: round(statistics.median(ts), 2) for case, ts in times.items()},
         "output": json.loads(lines.pop()),
-        "cpu_count": os.cpu_count(),
+        "machine": describe(),
     }
     print(json.dumps(result, ensure_ascii=False, indent=1))
     Path(args.out).write_text(json.dumps(result, ensure_ascii=False, indent=1) + "\n")
