@@ -15,7 +15,7 @@ import torch
 from giellm.allocator import JEMALLOC_CONF, find_jemalloc, jemalloc_environment
 from giellm.models.bases import load_base, resolve_base
 from giellm.models.sequences import IGNORE
-from giellm.threads import usable_cpus
+from giellm.threads import SPIN_COUNT, usable_cpus
 from giellm.training import run as training
 from giellm.training.config import DataSource, LoraSettings, TrainConfig
 from giellm.training.data import read_pools, training_sets
@@ -163,7 +163,7 @@ def _tiny_train(tmp_path: Path, base: Path, *flags: str, env: dict[str, str] | N
     command = [GIELLM, *flags, "train", "--base-model", str(base), "--output-dir", str(out)]
     command += ["--data", "jrte:SA", "--max-steps", "1", "--batch-size", "2", "--total", "4"]
     command += ["--eval-records", "2"]
-    environment = {k: v for k, v in os.environ.items() if not k.startswith("OMP_")}
+    environment = {k: v for k, v in os.environ.items() if not k.startswith(("OMP_", "GOMP_"))}
     subprocess.run(command, check=True, capture_output=True, env=environment | (env or {}))
     return next(e for e in iter_log(out / "train_log.jsonl") if "threads" in e)
 
@@ -174,10 +174,12 @@ def test_threads_and_the_wait_policy_reach_torch(
     base = base_models["llama"]
     chosen = _tiny_train(tmp_path / "a", base, "--threads", "1")
     assert chosen["threads"] == 1 and chosen["omp_wait_policy"] == "PASSIVE"
+    assert chosen["gomp_spincount"] == SPIN_COUNT  # a short spin before the threads sleep
     default = _tiny_train(tmp_path / "b", base)
     assert default["threads"] == usable_cpus()
     kept = _tiny_train(tmp_path / "c", base, env={"OMP_WAIT_POLICY": "ACTIVE"})
     assert kept["omp_wait_policy"] == "ACTIVE"  # the user's choice stands
+    assert kept["gomp_spincount"] is None  # with libgomp's own spin count
 
 
 def test_predict_in_a_pipe_prints_plain_progress_lines(tmp_path: Path, data_dir: Path) -> None:

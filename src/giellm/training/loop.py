@@ -189,6 +189,7 @@ class _Loop:
                 "mixed_precision": acc.mixed_precision,
                 "threads": torch.get_num_threads(),
                 "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
+                "gomp_spincount": os.environ.get("GOMP_SPINCOUNT"),
                 "allocator": active_allocator(),
                 "attention": getattr(model.config, "_attn_implementation", None),
                 "loss_vocab": "lm_head" if self.head is None else config.loss_vocab,
