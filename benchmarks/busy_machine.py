@@ -1,10 +1,11 @@
-"""The README's main job on a busy machine: OpenMP busy-waiting (before) against passive waits.
+"""The README's main job on a busy machine and an idle one, under each OpenMP wait setting.
 
-Another process keeps the cores busy (a 2-thread torch matmul loop, like a second job on a CI
-runner or a laptop); `giellm predict` then runs the 534 stockmark dev sentences twice: with
-`OMP_WAIT_POLICY=ACTIVE` (OpenMP's spinning waits, what torch did before giellm chose) and with
-giellm's own setting (passive waits, threads from the usable CPUs). Both outputs must be the same.
-Writes results/busy_machine.json.
+`giellm predict` runs the 534 stockmark dev sentences with `OMP_WAIT_POLICY=ACTIVE` (OpenMP's
+spinning waits, what torch did before giellm chose), `OMP_WAIT_POLICY=PASSIVE` alone (threads
+sleep at once: giellm's setting until a short spin was added) and giellm's own setting (passive
+after a ~10 us spin, `giellm.threads`): on an idle machine, then while another process keeps
+the cores busy (a 2-thread torch matmul loop, like a second job on a CI runner or a laptop).
+Every output must be the same. Writes results/busy_machine.json.
 
 Run: .venv/bin/python benchmarks/busy_machine.py [--model tiny]
 """
@@ -20,6 +21,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from machine import describe
+
 GIELLM = str(Path(sys.executable).parent / "giellm")
 LOAD = (
     "import torch\n"
@@ -31,7 +34,7 @@ LOAD = (
 
 
 def predict(records: Path, out: Path, model: str, policy: str | None) -> float:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("OMP_")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OMP_", "GOMP_"))}
     if policy is not None:
         env["OMP_WAIT_POLICY"] = policy
     started = time.perf_counter()
@@ -50,27 +53,33 @@ def main() -> None:
         source = "../shared/data/stockmark_ner_wikipedia/dev.json"
         convert = [GIELLM, "convert", source, "--from", "stockmark", "--task", "NER"]
         subprocess.run([*convert, "-o", str(records)], check=True, capture_output=True)
-        idle = predict(records, Path(tmp) / "idle.jsonl", args.model, None)
-        load = subprocess.Popen([sys.executable, "-c", LOAD])
-        try:
-            time.sleep(2)
-            active = predict(records, Path(tmp) / "active.jsonl", args.model, "ACTIVE")
-            passive = predict(records, Path(tmp) / "passive.jsonl", args.model, None)
-        finally:
-            load.kill()
-        outputs = [(Path(tmp) / f"{name}.jsonl").read_bytes() for name in ("active", "passive")]
-        same = outputs[0] == outputs[1]
+        policies = {"active": "ACTIVE", "passive": "PASSIVE", "giellm": None}
+        seconds: dict[str, dict[str, float]] = {"idle": {}, "busy": {}}
+        outputs = set()
+        for machine in seconds:
+            load = subprocess.Popen([sys.executable, "-c", LOAD]) if machine == "busy" else None
+            try:
+                time.sleep(2 if load else 0)
+                for name, policy in policies.items():
+                    out = Path(tmp) / f"{machine}-{name}.jsonl"
+                    seconds[machine][name] = predict(records, out, args.model, policy)
+                    outputs.add(out.read_bytes())
+            finally:
+                if load is not None:
+                    load.kill()
     result = {
         "job": "giellm predict, 534 stockmark dev sentences, process start to file written",
         "model": args.model,
         "load": "a second process: 2-thread torch matmul loop",
-        "idle_seconds": idle,
-        "busy_seconds_omp_active_before": active,
-        "busy_seconds_giellm_default_after": passive,
-        "slowdown_before": round(active / idle, 2),
-        "slowdown_after": round(passive / idle, 2),
-        "outputs_identical": same,
-        "cpu_count": len(os.sched_getaffinity(0)),
+        "settings": {
+            "active": "OMP_WAIT_POLICY=ACTIVE",
+            "passive": "OMP_WAIT_POLICY=PASSIVE",
+            "giellm": "giellm's default: PASSIVE after GOMP_SPINCOUNT=1000",
+        },
+        "seconds": seconds,
+        "busy_slowdown": {k: round(seconds["busy"][k] / seconds["idle"][k], 2) for k in policies},
+        "outputs_identical": len(outputs) == 1,
+        "machine": describe(),
     }
     print(json.dumps(result, indent=1))
     Path(args.out).write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")

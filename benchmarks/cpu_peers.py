@@ -12,9 +12,11 @@ sentences and 200 kwdlc dev windows (spread over the split). Systems, each in it
   clients, the grammar per request (needs `--llama-server PATH`, the binary; `--no-repack`,
   as `giellm.integrations.llama_cpp.open_llama`: the AMX path segfaults in a VM).
 
+giellm and HF run with the threads the `giellm` command sets (passive OpenMP waits after a
+short spin, `giellm.threads`), llama.cpp with its own defaults, as their users run them.
 Every system's output goes through giellm's decoder and metrics, so F1 is comparable (greedy
 on the same weights agrees up to Q8_0 rounding). Prints a table, writes results/cpu_peers.json
-and results/cpu_peers.png (records/s per case, linear axis). The optional `bench` extra installs
+and results/cpu_peers.png (records/s per case, linear axis). The optional `llama` extra installs
 llama-cpp-python (built from source).
 
 Run: OMP_WAIT_POLICY=PASSIVE .venv/bin/python benchmarks/cpu_peers.py [--rounds 2]
@@ -44,6 +46,7 @@ from giellm.evaluation.systems import spread
 from giellm.layout.windows import crop, task_window_bounds
 from giellm.models.loading import model_meta
 from giellm.schema import Example
+from giellm.threads import SPIN_COUNT
 
 HERE = Path(__file__).resolve()
 GIELLM = str(Path(sys.executable).parent / "giellm")
@@ -300,7 +303,9 @@ def main() -> None:
             systems += [f"llama-server {n}" for n in args.slots.split(",")]
     if any(s.startswith("llama") for s in systems):
         export_gguf(args.gguf)
-    env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE"}
+    plain = {k: v for k, v in os.environ.items() if not k.startswith(("OMP_", "GOMP_"))}
+    # each system as its users run it: torch with what the giellm command sets, llama.cpp as is
+    torch_env = plain | {"OMP_WAIT_POLICY": "PASSIVE", "GOMP_SPINCOUNT": SPIN_COUNT}
     runs: list[dict[str, Any]] = []
     for round_number in range(args.rounds):
         for case in CASES:
@@ -321,6 +326,7 @@ def main() -> None:
                     command += ["--limit", str(args.limit)]
                 if args.llama_server:
                     command += ["--llama-server", str(args.llama_server)]
+                env = plain if system.startswith("llama") else torch_env
                 done = subprocess.run(command, capture_output=True, text=True, env=env)
                 if done.returncode != 0:
                     print(f"{system} on {case} failed:\n{done.stderr[-2000:]}")
