@@ -85,7 +85,9 @@ class _GrowingLayer(DynamicLayer):  # type: ignore[misc]
     once (`DynamicLayer` concatenates, copying the whole cache every step).
     """
 
-    spare = 64
+    # columns of room kept free: a regrow copies the layer once per `spare` steps; 64 instead
+    # of 16 held 170 MB more at batch 64 (534 stockmark dev: peak RSS 2,376 vs 2,207 MiB)
+    spare = 16
     room: tuple[torch.Tensor, torch.Tensor] | None = None
     start = end = 0  # the used columns: room[..., start:end]
 
