@@ -12,8 +12,9 @@ sentences and 200 kwdlc dev windows (spread over the split). Systems, each in it
   clients, the grammar per request (needs `--llama-server PATH`, the binary; `--no-repack`,
   as `giellm.integrations.llama_cpp.open_llama`: the AMX path segfaults in a VM).
 
-giellm and HF run with the threads the `giellm` command sets (passive OpenMP waits after a
-short spin, `giellm.threads`), llama.cpp with its own defaults, as their users run them.
+giellm and HF run with the threads the `giellm` command sets (passive OpenMP waits,
+`giellm.threads`; `--spin 1000`: `GOMP_SPINCOUNT=1000`, faster on a machine that runs nothing
+else), llama.cpp with its own defaults, as their users run them.
 Every system's output goes through giellm's decoder and metrics, so F1 is comparable (greedy
 on the same weights agrees up to Q8_0 rounding). Prints a table, writes results/cpu_peers.json
 and results/cpu_peers.png (records/s per case, linear axis). The optional `llama` extra installs
@@ -46,7 +47,6 @@ from giellm.evaluation.systems import spread
 from giellm.layout.windows import crop, task_window_bounds
 from giellm.models.loading import model_meta
 from giellm.schema import Example
-from giellm.threads import SPIN_COUNT
 
 HERE = Path(__file__).resolve()
 GIELLM = str(Path(sys.executable).parent / "giellm")
@@ -244,6 +244,10 @@ def child(args: argparse.Namespace) -> None:
     )
 
 
+def spin(count: int | None) -> dict[str, str]:
+    return {} if count is None else {"GOMP_SPINCOUNT": str(count)}
+
+
 def export_gguf(path: Path) -> Path:
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -288,6 +292,7 @@ def main() -> None:
     parser.add_argument("--systems", default="giellm,hf-naive,llama.cpp,llama-server")
     parser.add_argument("--gguf", type=Path, default=Path("build/peers/giellm-ja.q8_0.gguf"))
     parser.add_argument("--out", type=Path, default=Path("results/cpu_peers.json"))
+    parser.add_argument("--spin", type=int, default=None, help="GOMP_SPINCOUNT for torch")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--case", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -305,7 +310,8 @@ def main() -> None:
         export_gguf(args.gguf)
     plain = {k: v for k, v in os.environ.items() if not k.startswith(("OMP_", "GOMP_"))}
     # each system as its users run it: torch with what the giellm command sets, llama.cpp as is
-    torch_env = plain | {"OMP_WAIT_POLICY": "PASSIVE", "GOMP_SPINCOUNT": SPIN_COUNT}
+    torch_env = plain | {"OMP_WAIT_POLICY": "PASSIVE"} | spin(args.spin)
+    torch_env_shown = {"OMP_WAIT_POLICY": "PASSIVE"} | spin(args.spin)
     runs: list[dict[str, Any]] = []
     for round_number in range(args.rounds):
         for case in CASES:
@@ -353,10 +359,8 @@ def main() -> None:
             f"{r['generated_tokens_per_second']:>9.1f}{r['f1'] or 0:>8.3f}{r['peak_rss_mib']:>9.0f}"
         )
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    machine = describe()
-    args.out.write_text(
-        json.dumps({"machine": machine, "best": best, "runs": runs}, indent=1) + "\n"
-    )
+    result = {"machine": describe(), "torch_env": torch_env_shown, "best": best, "runs": runs}
+    args.out.write_text(json.dumps(result, indent=1) + "\n")
     plot(best, args.out.with_suffix(".png"))
 
 

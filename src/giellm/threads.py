@@ -6,14 +6,13 @@ runs (a CI runner, a laptop, a server beside its client) a 2-thread giellm proce
 10-15x slower, fighting spinning threads for the cores. `OMP_WAIT_POLICY=PASSIVE` makes them
 sleep; it is read once, when the OpenMP runtime starts, so it is set before `import torch`.
 
-Sleeping at once costs an idle machine dearly, though: a decode step is hundreds of small
-parallel regions, and waking a sleeping thread in a VM takes tens of microseconds (a 48-row
-RMSNorm: 48 us spinning, 452 us passive). So threads spin briefly first: `GOMP_SPINCOUNT=1000`
-(libgomp, which torch's Linux wheels use; about 10 us) keeps them awake across the gaps between
-one step's ops and asleep across anything longer. Measured with the default model on 2 cores
-(benchmarks/predict_profile.py, 128-192 stockmark dev sentences): idle, passive 6.7-8.2 rec/s,
-1000 spins 8.7-10.5, 10,000 spins 11.7 (busy-waiting: 11.9); beside a process that keeps one
-core busy, passive 6.5, 1000 spins 5.5, 10,000 spins 2.6.
+Sleeping at once costs an idle machine some speed: a decode step is hundreds of small parallel
+regions, and waking a sleeping thread in a VM takes tens of microseconds. A short spin first
+(`GOMP_SPINCOUNT=1000`, ~10 us, libgomp) decodes the default model 20-30% faster on an idle
+2-core machine (benchmarks/predict_profile.py: 534 stockmark dev, 8.0 -> 10.2 rec/s with the
+fused norms) but slower beside a process that keeps one core busy (96 sentences: passive 6.5
+rec/s, 1000 spins 5.5, 10,000 spins 2.6). So giellm stays passive; the spin is the user's
+choice for a machine that runs nothing else.
 """
 
 from __future__ import annotations
@@ -23,7 +22,6 @@ import os
 import sys
 from pathlib import Path
 
-SPIN_COUNT = "1000"  # GOMP_SPINCOUNT: busy-wait iterations (~10 us) before a thread sleeps
 CGROUP_V2 = Path("/sys/fs/cgroup/cpu.max")
 CGROUP_V1 = tuple(Path("/sys/fs/cgroup/cpu") / f"cpu.cfs_{n}_us" for n in ("quota", "period"))
 
@@ -54,11 +52,8 @@ def usable_cpus() -> int:
 
 
 def configure_threads(threads: int | None = None) -> int:
-    """Passive OpenMP waits after a short spin unless the user chose a policy or spin count;
-    `threads` (default: the usable CPUs, or `OMP_NUM_THREADS` when the user set it) for torch.
-    Returns the thread count."""
-    if "OMP_WAIT_POLICY" not in os.environ:  # a chosen policy keeps libgomp's own spin count
-        os.environ.setdefault("GOMP_SPINCOUNT", SPIN_COUNT)
+    """Passive OpenMP waits unless the user chose a policy; `threads` (default: the usable CPUs,
+    or `OMP_NUM_THREADS` when the user set it) for torch. Returns the thread count."""
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     if threads is None:
         threads = int(os.environ.get("OMP_NUM_THREADS") or usable_cpus())
