@@ -1,11 +1,11 @@
 """Fused kernels for a frozen model at inference: fewer, larger ops per decode step.
 
 Gemma's RMSNorm is nine small ops (upcast, square, mean, add, rsqrt, two multiplies, the
-weight's upcast, the downcast), six norms a layer: over a quarter of a CPU decode step's time
-with the default model, most of it the start and end of parallel regions rather than
-arithmetic. `F.rms_norm` computes the same float32 formula in one kernel, with `1 + weight`
-computed once at load. Outputs agree to float32 rounding (the bfloat16 results almost always
-bit for bit).
+weight's upcast, the downcast), six norms a layer: about a fifth of a CPU decode step's time
+with the default model (torch profiler), most of it the start and end of parallel regions
+rather than arithmetic. `F.rms_norm` computes the same float32 formula in one kernel, with
+`1 + weight` computed once at load. Outputs agree to float32 rounding (534 stockmark dev
+sentences: F1 0.765 with and without).
 """
 
 from __future__ import annotations
