@@ -17,7 +17,6 @@ from typing import Any
 
 from giellm.errors import GiellmError
 from giellm.models.bases import BaseSource, load_base, load_base_tokenizer, resolve_base
-from giellm.models.fused import fuse_norms
 from giellm.models.integrity import check_model_dir, read_json_object
 from giellm.ranges import bounds, check_ranges, check_windows
 from giellm.tasks import LabelSchema
@@ -266,6 +265,8 @@ def load_model(
     if tokenizer.eos_token_id is None:  # generation could never end: every request fails
         raise GiellmError(f"{where}: its tokenizer has no end-of-sequence token (eos_token)")
     lm.to(device).eval()
+    from giellm.models.fused import fuse_norms  # torch: not for the data commands
+
     fused = fuse_norms(lm)  # frozen from here on
     logger.debug(f"{fused} norms fused")
     return lm, tokenizer, resolved.meta
