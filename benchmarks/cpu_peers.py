@@ -310,8 +310,8 @@ def main() -> None:
         export_gguf(args.gguf)
     plain = {k: v for k, v in os.environ.items() if not k.startswith(("OMP_", "GOMP_"))}
     # each system as its users run it: torch with what the giellm command sets, llama.cpp as is
-    torch_env = plain | {"OMP_WAIT_POLICY": "PASSIVE"} | spin(args.spin)
-    torch_env_shown = {"OMP_WAIT_POLICY": "PASSIVE"} | spin(args.spin)
+    threads = {"OMP_WAIT_POLICY": "PASSIVE"} | spin(args.spin)
+    torch_env = plain | threads
     runs: list[dict[str, Any]] = []
     for round_number in range(args.rounds):
         for case in CASES:
@@ -359,7 +359,7 @@ def main() -> None:
             f"{r['generated_tokens_per_second']:>9.1f}{r['f1'] or 0:>8.3f}{r['peak_rss_mib']:>9.0f}"
         )
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    result = {"machine": describe(), "torch_env": torch_env_shown, "best": best, "runs": runs}
+    result = {"machine": describe(), "torch_env": threads, "best": best, "runs": runs}
     args.out.write_text(json.dumps(result, indent=1) + "\n")
     plot(best, args.out.with_suffix(".png"))
 

@@ -9,7 +9,7 @@ joins and drops. What is left is Python per step (the step loop, row bookkeeping
 the outputs into records).
 
 The bounds are measured on the same machine in the same run: the decoder's linear layers at the
-run's own shapes (decode: one row per live record; prefill: the run's mean prefill rows), as
+run's own shapes (decode: one row per live record; prefill: the mean tokens of its prefill forwards), as
 `F.linear` in the model's dtype, give the matmul-bound time of the work the run did; a large
 tensor copy gives the memory bandwidth, and so the time one decode step needs just to read the
 weights. Writes results/predict_profile.json.
@@ -160,8 +160,8 @@ def main() -> None:
     shapes = linear_shapes(model)
     prefill_cells = sum(r * c for r, c, _ in prefill)
     decode_rows = sum(r for r, _, _ in decode)
-    mean_prefill_rows = round(prefill_cells / max(1, len(prefill)))
-    prefill_bound = prefill_cells * linear_seconds_per_row(shapes, mean_prefill_rows, dtype)
+    mean_prefill_tokens = round(prefill_cells / max(1, len(prefill)))
+    prefill_bound = prefill_cells * linear_seconds_per_row(shapes, mean_prefill_tokens, dtype)
     steps_by_rows = Counter(r for r, _, _ in decode)  # each batch size measured once
     decode_bound = sum(
         n * r * linear_seconds_per_row(shapes, r, dtype) for r, n in steps_by_rows.items()
@@ -187,7 +187,7 @@ def main() -> None:
         "prefill": {
             "forwards": len(prefill),
             "cells": prefill_cells,
-            "mean_tokens_per_forward": mean_prefill_rows,
+            "mean_tokens_per_forward": mean_prefill_tokens,
             "linear_bound_seconds": round(prefill_bound, 2),
             "achieved_gflops": round(
                 prefill_cells * flops_per_token / parts["prefill forward"] / 1e9, 1
