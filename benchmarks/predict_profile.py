@@ -9,10 +9,10 @@ joins and drops. What is left is Python per step (the step loop, row bookkeeping
 the outputs into records).
 
 The bounds are measured on the same machine in the same run: the decoder's linear layers at the
-run's own shapes (decode: one row per live record; prefill: the mean tokens of its prefill forwards), as
-`F.linear` in the model's dtype, give the matmul-bound time of the work the run did; a large
-tensor copy gives the memory bandwidth, and so the time one decode step needs just to read the
-weights. Writes results/predict_profile.json.
+run's own shapes (decode: one row per live record; prefill: the mean tokens of its prefill
+forwards), as `F.linear` in the model's dtype, give the matmul-bound time of the work the run
+did; a large tensor copy gives the memory bandwidth, and so the time one decode step needs just
+to read the weights. Writes results/predict_profile.json.
 
 Run: OMP_WAIT_POLICY=PASSIVE .venv/bin/python benchmarks/predict_profile.py [--records N]
 """
