@@ -9,6 +9,7 @@ export HF_HUB_OFFLINE=1
 .venv/bin/python benchmarks/extract_speed.py
 .venv/bin/python benchmarks/train_speed.py          # Gemma 270M LoRA: old path vs new, ~45 min
 .venv/bin/python benchmarks/busy_machine.py
+.venv/bin/python benchmarks/predict_allocator.py    # glibc vs jemalloc: peak RSS of the main job
 .venv/bin/python benchmarks/serve_load.py
 .venv/bin/python benchmarks/startup.py
 .venv/bin/python benchmarks/dev_eval.py --out results/giellm_ja_dev.json \

@@ -7,7 +7,8 @@ its own text back. Then head-of-line blocking: one client sends one-sentence req
 back while one large request (16 texts of 6,000 characters) runs, and their latency is recorded.
 Writes results/serve_load.json.
 
-The server is started as `python -c "from giellm.cli import main; main()"`, so
+The server is started as `python -m giellm serve` (the command, so it runs on jemalloc where
+installed, as `giellm serve` does; `GIELLM_ALLOCATOR=system` measures glibc's malloc), so
 `PYTHONPATH=OTHER/src` measures another checkout (a before/after comparison).
 
 Run: OMP_WAIT_POLICY=PASSIVE .venv/bin/python benchmarks/serve_load.py [--requests N]
@@ -33,7 +34,7 @@ from rich.progress import Progress
 
 from giellm.data.registry import load
 
-GIELLM = [sys.executable, "-c", "from giellm.cli import main; main()"]
+GIELLM = [sys.executable, "-m", "giellm"]
 
 
 def _free_port() -> int:
@@ -56,6 +57,12 @@ def start(max_batch: int, max_wait_ms: float) -> tuple[subprocess.Popen[bytes], 
             time.sleep(0.2)
     process.kill()
     raise SystemExit("server did not start")
+
+
+def malloc_of(pid: int) -> str:
+    """jemalloc where the server process has it mapped, else the system's."""
+    maps = Path(f"/proc/{pid}/maps").read_text()
+    return "jemalloc" if "libjemalloc" in maps else "system"
 
 
 def rss_mib(pid: int) -> float:
@@ -196,6 +203,7 @@ def main() -> None:
     args = parser.parse_args()
     texts = [r.text for r in load("stockmark", "dev", "NER")][: args.requests]
     process, url = start(args.max_batch, args.max_wait_ms)
+    malloc = malloc_of(process.pid)  # the server is healthy: any re-execution is behind it
     rows = []
     try:
         with Progress() as progress:
@@ -211,6 +219,7 @@ def main() -> None:
     result = {
         "server": f"giellm serve --max-batch {args.max_batch} --max-wait-ms {args.max_wait_ms}",
         "model": "embedded default",
+        "malloc": malloc,
         "levels": rows,
         "lost_or_mismatched": sum(r["errors"] + r["mismatched"] for r in rows),
         "soak": soaked,

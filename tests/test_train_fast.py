@@ -229,6 +229,25 @@ def test_jemalloc_is_preloaded_once_and_only_where_it_applies(tmp_path: Path) ->
     assert jemalloc_environment({}, None) is None
     kept = jemalloc_environment({"LD_PRELOAD": "/x/libfoo.so", "MALLOC_CONF": "narenas:1"}, library)
     assert kept == {"LD_PRELOAD": f"{library} /x/libfoo.so", "MALLOC_CONF": "narenas:1"}
+    # inference: jemalloc's own defaults, unless the user set MALLOC_CONF
+    assert jemalloc_environment({}, library, None) == {"LD_PRELOAD": str(library)}
+    mine = jemalloc_environment({"MALLOC_CONF": "narenas:1"}, library, None)
+    assert mine == {"LD_PRELOAD": str(library), "MALLOC_CONF": "narenas:1"}
+
+
+@pytest.mark.parametrize("told", [None, "system"])
+def test_predict_runs_on_jemalloc_where_installed(tmp_path: Path, told: str | None) -> None:
+    records = tmp_path / "in.jsonl"
+    line = json.dumps({"id": "0", "task": "SA", "text": "良いホテルでした。"}, ensure_ascii=False)
+    records.write_text(line + "\n", encoding="utf-8")
+    command = [GIELLM, "-v", "predict", str(records), "-o", str(tmp_path / "out.jsonl")]
+    environment = dict(os.environ, **({"GIELLM_ALLOCATOR": told} if told else {}))
+    done = subprocess.run(
+        [*command, "--model", "tiny"], capture_output=True, text=True, env=environment, check=True
+    )
+    expected = "jemalloc" if find_jemalloc() and told is None else "system"
+    assert f"malloc: {expected}" in done.stderr
+    assert len((tmp_path / "out.jsonl").read_text(encoding="utf-8").splitlines()) == 1
 
 
 def test_train_runs_on_jemalloc_where_installed_and_on_malloc_when_told(

@@ -1,4 +1,6 @@
-"""jemalloc for CPU training, where the system has it: glibc's malloc slows steps 1.2-2.1x.
+"""jemalloc for CPU training and batch inference, where the system has it.
+
+Training: glibc's malloc slows steps 1.2-2.1x.
 
 A training step on the CPU allocates and frees activations of every shape its batches have
 (rows x length vary from step to step). glibc's malloc hands much of that back to the kernel and
@@ -9,6 +11,12 @@ growing to 15 GB over a run with glibc, flat at 6.3-6.9 GB with jemalloc. The al
 chosen when the process starts, so `giellm train` re-executes itself once with jemalloc
 preloaded (`LD_PRELOAD`) when it is installed (Debian/Ubuntu: `apt install libjemalloc2`) and
 nothing else was preloaded.
+
+Inference (`predict`, `serve`, `report`): glibc keeps the KV caches' and activations' freed
+memory (534 stockmark dev sentences at batch 64: peak RSS ~2.1 GB, ~2.0 GB held after the run,
+a server growing by ~400 MB a minute under load); jemalloc with its default decay hands freed
+pages back within seconds at the same speed (`benchmarks/predict_allocator.py`). These commands
+re-execute the same way, without training's keep-everything setting.
 `GIELLM_ALLOCATOR=system` keeps the system's malloc.
 """
 
@@ -29,8 +37,10 @@ JEMALLOC_PATHS = tuple(
         "/usr/local/lib",
     )
 )
-# freed pages stay with jemalloc for the next step's tensors instead of going back to the kernel
+# training: freed pages stay with jemalloc for the next step's tensors instead of going back to
+# the kernel; inference: jemalloc's own defaults (freed pages decay back within seconds)
 JEMALLOC_CONF = "dirty_decay_ms:-1,muzzy_decay_ms:-1"
+INFERENCE_COMMANDS = frozenset({"predict", "serve", "report"})
 PRELOADED = ("jemalloc", "tcmalloc", "mimalloc")
 
 
@@ -38,16 +48,22 @@ def find_jemalloc(paths: tuple[Path, ...] = JEMALLOC_PATHS) -> Path | None:
     return next((p for p in paths if p.is_file()), None)
 
 
-def jemalloc_environment(environ: Mapping[str, str], library: Path | None) -> dict[str, str] | None:
+def jemalloc_environment(
+    environ: Mapping[str, str], library: Path | None, conf: str | None = JEMALLOC_CONF
+) -> dict[str, str] | None:
     """The environment to re-execute with, or None to run as is (no jemalloc, the user chose,
-    an allocator already preloaded, or this is the re-executed process)."""
+    an allocator already preloaded, or this is the re-executed process). A user's own
+    MALLOC_CONF wins over `conf` (None: jemalloc's defaults)."""
     if library is None or environ.get("GIELLM_ALLOCATOR", "jemalloc") != "jemalloc":
         return None
     if any(name in environ.get("LD_PRELOAD", "") for name in PRELOADED):
         return None
     preload = " ".join(filter(None, (str(library), environ.get("LD_PRELOAD"))))
-    conf = environ.get("MALLOC_CONF") or JEMALLOC_CONF
-    return dict(environ, LD_PRELOAD=preload, MALLOC_CONF=conf)
+    chosen = dict(environ, LD_PRELOAD=preload)
+    conf = environ.get("MALLOC_CONF") or conf
+    if conf:
+        chosen["MALLOC_CONF"] = conf
+    return chosen
 
 
 def _giellm_is_main() -> bool:
@@ -58,11 +74,15 @@ def _giellm_is_main() -> bool:
     return command or (spec is not None and spec.name.startswith("giellm"))
 
 
-def use_jemalloc() -> None:
-    """Re-execute this command with jemalloc preloaded, where that applies (Linux only)."""
+def use_jemalloc(command: str | None) -> None:
+    """Re-execute this command with jemalloc preloaded, where that applies (Linux only):
+    `train` with freed pages kept, the batch inference commands with jemalloc's defaults."""
+    if command != "train" and command not in INFERENCE_COMMANDS:
+        return
     if not sys.platform.startswith("linux") or not _giellm_is_main():
         return
-    environment = jemalloc_environment(os.environ, find_jemalloc())
+    conf = JEMALLOC_CONF if command == "train" else None
+    environment = jemalloc_environment(os.environ, find_jemalloc(), conf)
     if environment is not None:
         sys.stdout.flush()
         sys.stderr.flush()

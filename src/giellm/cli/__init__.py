@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from giellm.allocator import use_jemalloc
+from giellm.allocator import active_allocator, use_jemalloc
 from giellm.cli import data_commands, model_commands
 from giellm.errors import GiellmError
 from giellm.progress import configure_logging, err_console, logger
@@ -64,8 +64,8 @@ def _options(
     configure_logging(1 if verbose else -1 if quiet else 0)
     count = configure_threads(threads)  # runs before every command: before torch loads
     logger.debug(f"torch threads {count}, OMP_WAIT_POLICY={os.environ['OMP_WAIT_POLICY']}")
-    if ctx.invoked_subcommand == "train":
-        use_jemalloc()  # re-executes this process once where jemalloc is installed
+    use_jemalloc(ctx.invoked_subcommand)  # train, predict, serve, report: re-executes once
+    logger.debug(f"malloc: {active_allocator()}")
 
 
 for _command in (
