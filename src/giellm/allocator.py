@@ -12,11 +12,12 @@ chosen when the process starts, so `giellm train` re-executes itself once with j
 preloaded (`LD_PRELOAD`) when it is installed (Debian/Ubuntu: `apt install libjemalloc2`) and
 nothing else was preloaded.
 
-Inference (`predict`, `serve`, `report`): glibc keeps the KV caches' and activations' freed
-memory (534 stockmark dev sentences at batch 64: peak RSS ~2.1 GB, ~2.0 GB held after the run,
-a server growing by ~400 MB a minute under load); jemalloc with its default decay hands freed
-pages back within seconds at the same speed (`benchmarks/predict_allocator.py`). These commands
-re-execute the same way, without training's keep-everything setting.
+Inference (`predict`, `serve`, `report`): glibc keeps much of the KV caches' and activations'
+freed memory (534 stockmark dev sentences at batch 64: peak RSS 2,027-2,100 MiB; a server under
+64 clients climbs from 1.8 to 2.1 GB in its first minute); jemalloc with its default decay hands
+freed pages back within seconds (1,848-1,862 MiB; the server 1.6-1.9 GB), at the same speed
+within this box's noise (`benchmarks/predict_allocator.py`, `benchmarks/serve_load.py`). These
+commands re-execute the same way, without training's keep-everything setting.
 `GIELLM_ALLOCATOR=system` keeps the system's malloc.
 """
 
