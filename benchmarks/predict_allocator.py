@@ -3,9 +3,8 @@
 `giellm predict` (and serve, report) re-execute themselves with jemalloc preloaded where the
 system has it (`giellm.allocator`); `GIELLM_ALLOCATOR=system` keeps glibc's malloc. This runs
 the README's main job (the default model on the 534 stockmark dev sentences, batch 64) both
-ways, alternating, `--rounds` times: wall seconds, peak RSS of the process (its `ru_maxrss`),
-RSS sampled every half second, and F1, which must be the same. Writes
-results/predict_allocator.json.
+ways, alternating, `--rounds` times: wall seconds, peak RSS of the process (its `ru_maxrss`)
+and F1, which must be the same. Writes results/predict_allocator.json.
 
 Run: OMP_WAIT_POLICY=PASSIVE .venv/bin/python benchmarks/predict_allocator.py [--rounds 2]
 """
@@ -19,7 +18,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -35,44 +33,18 @@ GIELLM = str(Path(sys.executable).with_name("giellm"))
 ALLOCATORS = {"glibc": "system", "jemalloc": "jemalloc"}
 
 
-def rss_mib(pid: int) -> float | None:
-    try:
-        status = Path(f"/proc/{pid}/status").read_text()
-    except OSError:
-        return None
-    line = next((x for x in status.splitlines() if x.startswith("VmRSS")), None)
-    return None if line is None else int(line.split()[1]) / 1024
-
-
 def predict(records: Path, out: Path, allocator: str) -> dict[str, Any]:
-    """One `giellm predict` run: seconds, peak RSS (MiB), RSS samples."""
+    """One `giellm predict` run: seconds and peak RSS (MiB)."""
     env = dict(os.environ, GIELLM_ALLOCATOR=ALLOCATORS[allocator], OMP_WAIT_POLICY="PASSIVE")
     command = [GIELLM, "-q", "predict", str(records), "--schema", "stockmark", "-o", str(out)]
     started = time.perf_counter()
     child = subprocess.Popen(command, env=env)
-    samples: list[float] = []
-
-    def sample() -> None:
-        while child.poll() is None:
-            value = rss_mib(child.pid)
-            if value is not None:
-                samples.append(round(value, 1))
-            time.sleep(0.5)
-
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
-    _, status, usage = os.wait4(child.pid, 0)
+    _, status, usage = os.wait4(child.pid, 0)  # reaps the child: its own peak RSS
     seconds = time.perf_counter() - started
-    child.returncode = os.waitstatus_to_exitcode(status)
-    sampler.join()
-    if child.returncode != 0:
-        raise SystemExit(f"giellm predict failed on {allocator} (exit code {child.returncode})")
-    return {
-        "seconds": round(seconds, 2),
-        "peak_rss_mib": round(usage.ru_maxrss / 1024, 1),
-        "rss_mib_last_sample": samples[-1] if samples else None,
-        "rss_samples": len(samples),
-    }
+    code = os.waitstatus_to_exitcode(status)
+    if code != 0:
+        raise SystemExit(f"giellm predict failed on {allocator} (exit code {code})")
+    return {"seconds": round(seconds, 2), "peak_rss_mib": round(usage.ru_maxrss / 1024, 1)}
 
 
 def main() -> None:

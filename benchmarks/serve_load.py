@@ -32,6 +32,7 @@ import httpx
 from machine import describe
 from rich.progress import Progress
 
+from giellm.allocator import active_allocator
 from giellm.data.registry import load
 
 GIELLM = [sys.executable, "-m", "giellm"]
@@ -57,12 +58,6 @@ def start(max_batch: int, max_wait_ms: float) -> tuple[subprocess.Popen[bytes], 
             time.sleep(0.2)
     process.kill()
     raise SystemExit("server did not start")
-
-
-def malloc_of(pid: int) -> str:
-    """jemalloc where the server process has it mapped, else the system's."""
-    maps = Path(f"/proc/{pid}/maps").read_text()
-    return "jemalloc" if "libjemalloc" in maps else "system"
 
 
 def rss_mib(pid: int) -> float:
@@ -203,7 +198,7 @@ def main() -> None:
     args = parser.parse_args()
     texts = [r.text for r in load("stockmark", "dev", "NER")][: args.requests]
     process, url = start(args.max_batch, args.max_wait_ms)
-    malloc = malloc_of(process.pid)  # the server is healthy: any re-execution is behind it
+    malloc = active_allocator(process.pid)  # the server is healthy: any re-execution is behind it
     rows = []
     try:
         with Progress() as progress:

@@ -90,10 +90,10 @@ def use_jemalloc(command: str | None) -> None:
         os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]], environment)
 
 
-def active_allocator() -> str:
-    """The malloc this process runs on, for the training log."""
+def active_allocator(pid: int | str = "self") -> str:
+    """The malloc a process (this one by default) runs on, for logs and benchmarks."""
     try:
-        maps = Path("/proc/self/maps").read_text()
+        maps = Path(f"/proc/{pid}/maps").read_text()
     except OSError:
         return "unknown"
     return next((name for name in PRELOADED if f"lib{name}" in maps), "system")
